@@ -1,0 +1,5 @@
+"""``python -m tbensemble`` is ``tbens``."""
+
+from tbensemble.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Datasets, image decoding, validation, folds, class weights and synthetic phantoms (no TensorFlow)."""

@@ -1,0 +1,1 @@
+"""Keras -> ONNX with preprocessing inside the graph, parity against Keras, and the manifest."""

@@ -1,0 +1,1 @@
+"""Evaluation reports: AUC with confidence intervals, operating points, calibration, plots."""

@@ -1,0 +1,1 @@
+"""Keras training: backbones registry, tf.data pipeline with augmentation, fold trainer, OOF scores."""
