@@ -1,0 +1,87 @@
+"""``tbens predict``: score images with an exported ensemble (no TensorFlow) and write the submission."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("predict")
+@click.option(
+    "--artifacts",
+    required=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="Run folder (or a copy of its onnx/ + manifest.json).",
+)
+@click.option(
+    "--images",
+    "inputs",
+    required=True,
+    multiple=True,
+    type=click.Path(exists=True),
+    help="A folder of images, or image files; repeat for several.",
+)
+@click.option("--out", default="submission.csv", show_default=True, type=click.Path(dir_okay=False))
+@click.option("--tta", default=None, help="Comma-separated views; default: the manifest's (as chosen in training).")
+@click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True)
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--skip-bad", is_flag=True, help="Score the images that decode; list the others in <out stem>.skipped.csv."
+)
+@click.option(
+    "--sample-submission",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Follow its row order and column names (default: sample_submission.csv beside the images folder).",
+)
+def command(
+    artifacts: str,
+    inputs: tuple[str, ...],
+    out: str,
+    tta: str | None,
+    device: str,
+    batch_size: int,
+    skip_bad: bool,
+    sample_submission: str | None,
+) -> None:
+    """Score chest X-rays with the exported ensemble and write image_id,label.
+
+    The label is the rank average of the models' TTA-mean scores over the images given (AUC only needs
+    the order). For up to 20 images it also prints each one's score on the historical-rank scale (the
+    same for an image alone or in a batch), the calibrated probability when the manifest has one, and
+    the decision at the manifest's operating point.
+
+    \b
+    Examples:
+      tbens predict --artifacts artifacts/quickstart --images data/demo/test --out submission.csv
+      tbens predict --artifacts artifacts/quickstart --images scan1.dcm --images scan2.png --out s.csv
+    """
+    from pathlib import Path
+
+    from tbensemble.engine import predict
+    from tbensemble.engine.ensemble import Ensemble
+
+    views = [v.strip() for v in tta.split(",") if v.strip()] if tta is not None else None
+    ensemble = Ensemble.load(artifacts, device=device, tta=views)
+    images = predict.collect_images(list(inputs))
+    sample = Path(sample_submission) if sample_submission else predict.find_sample_submission(list(inputs))
+    prediction = predict.predict_images(ensemble, images, batch_size=batch_size, skip_bad=skip_bad)
+    labels = ensemble.batch_ensemble(prediction.scores)
+    path = predict.write_submission(prediction, labels, out, sample)
+    if len(prediction.image_ids) <= predict.FEW_IMAGES:
+        historical = ensemble.historical(prediction.scores)
+        calibrated = ensemble.calibrate(historical)
+        decisions = ensemble.decide(historical)
+        point = ensemble.operating_point
+        for i, image_id in enumerate(prediction.image_ids):
+            probability = "" if calibrated is None else f"  p(TB) {calibrated[i]:.3f}"
+            decision = "TB" if decisions[i] else "normal"
+            click.echo(
+                f"{image_id}: score {historical[i]:.4f}{probability}  {decision} at {point['name']} (threshold {point['threshold']:.4f})"
+            )
+    skipped = (
+        f"; {len(prediction.skipped)} skipped, listed in {predict.skipped_path(out)}" if prediction.skipped else ""
+    )
+    sample_note = f" in the order of {sample}" if sample else ""
+    click.echo(
+        f"{path}: {len(prediction.image_ids)} images{sample_note}{skipped}; providers {sorted(set(ensemble.providers.values()))}"
+    )

@@ -1,0 +1,190 @@
+"""Score a folder (or a few files) with the ensemble and write the submission.
+
+Decoding runs in a thread pool a few batches ahead of inference (Pillow and ONNX Runtime both release
+the GIL), so the CPU never waits on PNG decoding, and at most ``(ahead + 1) * batch_size`` decoded
+images exist at any time, however many files there are.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+import os
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from tbensemble.core import atomic
+from tbensemble.core.errors import DataError
+from tbensemble.data.decode import is_image_file, load_image
+from tbensemble.data.layout import list_images, read_sample_submission
+from tbensemble.engine.ensemble import Ensemble
+
+SUBMISSION_COLUMNS = ("image_id", "label")
+FEW_IMAGES = 20
+"""Up to this many images, ``tbens predict`` also prints each image's score and decision (the edge use)."""
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Prediction:
+    """Per-model TTA-mean scores of the images that decoded, and the ones that did not."""
+
+    image_ids: list[str]
+    scores: dict[str, np.ndarray]
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+
+def collect_images(inputs: list[str | os.PathLike[str]]) -> pd.DataFrame:
+    """``image_id`` (the file name, as in the competition) and ``path`` for folders and single files."""
+    frames = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            frames.append(list_images(item))
+        elif item.is_file():
+            if not is_image_file(item):
+                raise DataError(f"{item}: not an image file (png, jpg, jpeg, dcm)")
+            frames.append(pd.DataFrame({"image_id": [item.name], "path": [str(item)]}))
+        else:
+            raise DataError(f"{item}: no such file or folder")
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["image_id", "path"])
+    if frame.empty:
+        raise DataError(f"{', '.join(map(str, inputs))}: no images found (png, jpg, jpeg, dcm)")
+    duplicated = frame["image_id"][frame["image_id"].duplicated()]
+    if not duplicated.empty:
+        raise DataError(f"{duplicated.iloc[0]}: image id given twice (ids are file names and must be unique)")
+    return frame
+
+
+def _load(path: str, size: int) -> np.ndarray | DataError:
+    try:
+        return load_image(path, size)
+    except DataError as exc:
+        return exc
+
+
+def decoded_batches(
+    paths: list[str], size: int, batch_size: int, workers: int, ahead: int = 2
+) -> Iterator[list[np.ndarray | DataError]]:
+    """Decoded batches in order, decoding up to ``ahead`` batches beyond the one being consumed."""
+    starts = iter(range(0, len(paths), batch_size))
+    pending: collections.deque[list[Future]] = collections.deque()
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
+
+        def submit(start: int) -> None:
+            pending.append([pool.submit(_load, p, size) for p in paths[start : start + batch_size]])
+
+        for start in itertools.islice(starts, ahead + 1):
+            submit(start)
+        while pending:
+            futures = pending.popleft()
+            following = next(starts, None)
+            if following is not None:
+                submit(following)
+            yield [f.result() for f in futures]
+
+
+def predict_images(
+    ensemble: Ensemble,
+    images: pd.DataFrame,
+    batch_size: int = 8,
+    skip_bad: bool = False,
+    workers: int = 2,
+    progress: bool = True,
+) -> Prediction:
+    """Score every image of ``images`` (``image_id``, ``path``); bad files fail the run unless ``skip_bad``.
+
+    Without ``skip_bad``, inference stops at the first bad file but decoding goes on, so the error can
+    say how many files are bad.
+    """
+    ids, paths = images["image_id"].astype(str).tolist(), images["path"].astype(str).tolist()
+    kept: list[str] = []
+    chunks: dict[str, list[np.ndarray]] = {m.name: [] for m in ensemble.manifest.models}
+    bad: list[tuple[int, DataError]] = []
+    position = 0
+    with tqdm(total=len(paths), unit="img", desc="predict", disable=not progress) as bar:
+        for batch in decoded_batches(paths, ensemble.image_size, batch_size, workers):
+            good = [(position + i, item) for i, item in enumerate(batch) if isinstance(item, np.ndarray)]
+            bad += [(position + i, item) for i, item in enumerate(batch) if isinstance(item, DataError)]
+            position += len(batch)
+            bar.update(len(batch))
+            if (bad and not skip_bad) or not good:
+                continue
+            for name, scores in ensemble.score(np.stack([image for _, image in good])).items():
+                chunks[name].append(scores)
+            kept += [ids[i] for i, _ in good]
+    if bad and not skip_bad:
+        raise DataError(
+            f"{bad[0][1]}; {len(bad)} of {len(paths)} images cannot be decoded (--skip-bad scores the rest)"
+        )
+    if not kept:
+        raise DataError(f"none of the {len(paths)} images could be decoded; first: {bad[0][1]}")
+    for _, error in bad:
+        log.warning("skipped %s", error)
+    return Prediction(
+        image_ids=kept,
+        scores={name: np.concatenate(parts) for name, parts in chunks.items()},
+        skipped=[{"image_id": ids[i], "path": paths[i], "reason": str(error)} for i, error in bad],
+    )
+
+
+def find_sample_submission(inputs: list[str | os.PathLike[str]]) -> Path | None:
+    """``sample_submission.csv`` beside a single images folder (the competition layout), if there is one."""
+    if len(inputs) == 1 and Path(inputs[0]).is_dir():
+        candidate = Path(inputs[0]).resolve().parent / "sample_submission.csv"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _examples(values: list[str], n: int = 3) -> str:
+    return ", ".join(values[:n]) + (", ..." if len(values) > n else "")
+
+
+def submission_frame(
+    image_ids: list[str], labels: np.ndarray, sample_path: Path | None = None, skipped: list[str] | None = None
+) -> pd.DataFrame:
+    """``image_id,label`` rows; with a sample submission, its row order and column names (ids must match)."""
+    if sample_path is None:
+        return pd.DataFrame({SUBMISSION_COLUMNS[0]: image_ids, SUBMISSION_COLUMNS[1]: labels})
+    sample = read_sample_submission(sample_path)
+    id_column, label_column = sample.columns[:2]
+    wanted = sample[id_column].astype(str).tolist()
+    by_id = dict(zip(image_ids, labels, strict=True))
+    if not set(wanted) & set(by_id):
+        by_id = {Path(i).stem: v for i, v in by_id.items()}
+        skipped = [Path(i).stem for i in skipped or []]
+    missing = [i for i in wanted if i not in by_id and i not in set(skipped or [])]
+    extra = sorted(set(by_id) - set(wanted))
+    if missing or extra:
+        raise DataError(
+            f"{sample_path}: ids differ from the images: {len(missing)} in the sample but not among the images"
+            f"{f' (e.g. {_examples(missing)})' if missing else ''}, {len(extra)} images not in the sample"
+            f"{f' (e.g. {_examples(extra)})' if extra else ''}"
+        )
+    rows = [i for i in wanted if i in by_id]
+    return pd.DataFrame({id_column: rows, label_column: [by_id[i] for i in rows]})
+
+
+def skipped_path(out: str | os.PathLike[str]) -> Path:
+    """Where the list of skipped files goes: ``submission.csv`` -> ``submission.skipped.csv``."""
+    return Path(out).with_suffix(".skipped.csv")
+
+
+def write_submission(
+    prediction: Prediction, labels: np.ndarray, out: str | os.PathLike[str], sample_path: Path | None = None
+) -> Path:
+    """Write the submission (and the skipped-files list, if any) atomically; returns the submission path."""
+    skipped_ids = [row["image_id"] for row in prediction.skipped]
+    frame = submission_frame(prediction.image_ids, labels, sample_path, skipped_ids)
+    if prediction.skipped:
+        atomic.write_csv(skipped_path(out), pd.DataFrame(prediction.skipped, columns=["image_id", "path", "reason"]))
+    atomic.write_csv(out, frame)
+    return Path(out)

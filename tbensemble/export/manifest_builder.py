@@ -1,0 +1,105 @@
+"""The manifest from a run folder: per model its hash, parity and OOF reference; for the ensemble its
+TTA views, operating points and optional calibration, all chosen on out-of-fold scores."""
+
+from __future__ import annotations
+
+import datetime
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+
+from tbensemble import __version__
+from tbensemble.core.calibration import fit_calibration
+from tbensemble.core.config import TrainConfig
+from tbensemble.core.errors import ArtifactError
+from tbensemble.core.manifest import SCHEMA_VERSION, EnsembleEntry, InputSpec, Manifest, ModelEntry, sha256_of
+from tbensemble.core.metrics import auc, check_scores, operating_points, quantile_reference
+from tbensemble.export.onnx_export import ExportedModel
+
+
+def model_name(backbone: str, fold: int) -> str:
+    return f"{backbone}-f{fold}"
+
+
+def read_oof(run_dir: Path, backbones: list[str]) -> pd.DataFrame:
+    """``oof.csv`` with the columns the manifest needs, or one error naming what is missing."""
+    path = run_dir / "oof.csv"
+    if not path.is_file():
+        raise ArtifactError(f"{path}: not found; run 'tbens train-folds' to completion before export")
+    oof = pd.read_csv(path)
+    missing = [c for c in ("image_id", "label", "fold", *backbones, "ensemble") if c not in oof.columns]
+    if missing:
+        raise ArtifactError(f"{path}: columns {missing} are missing")
+    return oof
+
+
+def model_entry(exported: ExportedModel, file: Path, oof: pd.DataFrame, weight: float, oof_path: Path) -> ModelEntry:
+    """One fold model: its held-out scores give its OOF AUC and its historical-rank reference."""
+    rows = oof[oof["fold"] == exported.fold]
+    if rows.empty:
+        raise ArtifactError(f"{oof_path}: no rows for fold {exported.fold}")
+    scores = check_scores(
+        rows[exported.backbone].to_numpy(), f"{oof_path} column {exported.backbone} fold {exported.fold}"
+    )
+    name = model_name(exported.backbone, exported.fold)
+    return ModelEntry(
+        name=name,
+        file=f"onnx/{name}.onnx",
+        sha256=sha256_of(file),
+        backbone=exported.backbone,
+        fold=exported.fold,
+        input=InputSpec(size=exported.image_size),
+        outputs=exported.outputs,
+        oof_auc=auc(rows["label"].to_numpy(), scores, f"{oof_path} {name}"),
+        parity=exported.parity,
+        oof_scores_sorted=quantile_reference(scores),
+        head_weights=exported.head_weights,
+        head_bias=exported.head_bias,
+        weight=weight,
+    )
+
+
+def ensemble_entry(config: TrainConfig, oof: pd.DataFrame, calibration: str | None) -> EnsembleEntry:
+    """Operating points (and calibration) on the OOF ensemble, the historical-rank scale the engine uses."""
+    labels = oof["label"].to_numpy().astype(int)
+    scores = check_scores(oof["ensemble"].to_numpy(), "oof.csv column ensemble")
+    points = operating_points(labels, scores, target_sensitivity=config.target_sensitivity)
+    return EnsembleEntry(
+        tta=list(config.tta),
+        operating_points={name: point.to_dict() for name, point in points.items()},
+        default_operating_point=f"sensitivity>={config.target_sensitivity:.2f}",
+        oof_auc=auc(labels, scores, "oof.csv column ensemble"),
+        calibration=fit_calibration(scores, labels, calibration) if calibration else None,
+    )
+
+
+def build_manifest(
+    run_dir: Path,
+    config: TrainConfig,
+    exported: list[ExportedModel],
+    files: dict[str, Path],
+    calibration: str | None = None,
+) -> Manifest:
+    """The manifest for ``exported`` models whose ONNX files are at ``files[name]`` (hashed there)."""
+    backbones = sorted({e.backbone for e in exported}, key=config.backbones.index)
+    oof = read_oof(run_dir, backbones)
+    folds_per_backbone = Counter(e.backbone for e in exported)
+    models = [
+        model_entry(
+            e,
+            files[model_name(e.backbone, e.fold)],
+            oof,
+            float(config.ensemble_weights.get(e.backbone, 1.0)) / folds_per_backbone[e.backbone],
+            run_dir / "oof.csv",
+        )
+        for e in exported
+    ]
+    return Manifest(
+        schema_version=SCHEMA_VERSION,
+        tbensemble_version=__version__,
+        run=run_dir.name,
+        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        models=models,
+        ensemble=ensemble_entry(config, oof, calibration),
+    )
