@@ -46,7 +46,7 @@ def summarise_items(what: str, items: list[str]) -> str:
     return f"{len(items)} {what}, e.g. {', '.join(items[:MAX_EXAMPLES])}"
 
 
-def _child_dir(parent: Path, name: str) -> Path | None:
+def child_dir(parent: Path, name: str) -> Path | None:
     """The sub-folder of ``parent`` called ``name`` in any letter case (exact case first)."""
     exact = parent / name
     if exact.is_dir():
@@ -88,7 +88,7 @@ def detect_layout(data_dir: PathLike) -> str:
         raise DataError(f"{data_dir}: data folder not found")
     if (root / LABELS_FILE).exists() or (root / TRAIN_DIR).is_dir():
         return "competition"
-    if any(_child_dir(root, name) is not None for name in CLASS_FOLDERS):
+    if any(child_dir(root, name) is not None for name in CLASS_FOLDERS):
         return "folder"
     raise DataError(
         f"{data_dir}: no dataset found; expected {TRAIN_DIR}/ + {LABELS_FILE} (competition layout) "
@@ -112,7 +112,7 @@ def _rows(row_numbers: Iterable[int]) -> str:
 
 def _scan_competition(root: Path) -> tuple[pd.DataFrame, list[str]]:
     labels_path = root / LABELS_FILE
-    train_dir = _child_dir(root, TRAIN_DIR) or root / TRAIN_DIR
+    train_dir = child_dir(root, TRAIN_DIR) or root / TRAIN_DIR
     problems: list[str] = []
     empty = pd.DataFrame({"image_id": [], "path": [], "label": []})
     names = list(list_images(train_dir)["image_id"]) if train_dir.is_dir() else []
@@ -192,7 +192,7 @@ def _scan_folders(root: Path) -> tuple[pd.DataFrame, list[str]]:
     problems: list[str] = []
     parts: list[pd.DataFrame] = []
     for name, label in CLASS_FOLDERS.items():
-        folder = _child_dir(root, name)
+        folder = child_dir(root, name)
         if folder is None:
             problems.append(f"{root}: no {name.capitalize()}/ folder (folder layout needs Normal/ and Tuberculosis/)")
             continue
@@ -237,7 +237,7 @@ def load_training_set(data_dir: PathLike) -> pd.DataFrame:
 
 def find_test_dir(data_dir: PathLike) -> Path:
     """DIR/test (any letter case), the competition layout's unlabelled images."""
-    folder = _child_dir(Path(data_dir), TEST_DIR)
+    folder = child_dir(Path(data_dir), TEST_DIR)
     if folder is None:
         raise DataError(f"{data_dir}: no {TEST_DIR}/ folder")
     return folder
