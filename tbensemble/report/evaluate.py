@@ -191,7 +191,7 @@ def evaluate_oof(
         {"backbone": b, "pooled": results[f"{b} (pooled)"], "within_fold_rank": results[b]} for b in backbones
     ]
     best = max(backbones, key=lambda b: results[b]["auc"])
-    ensemble_gain = {"best_backbone": best, **_gain(results, samples, "ensemble", best)}
+    ensemble_gain = {"best_backbone": best, **_gain(results, samples, "ensemble", best)} if len(backbones) > 1 else None
 
     points = operating_points(labels, ensemble, target_sensitivity, target_specificity)
     op_rows = [point_summary(name, labels, ensemble, p.threshold, "chosen on OOF") for name, p in points.items()]

@@ -65,7 +65,9 @@ def run_report(results: Mapping[str, Any], figures: Mapping[str, str], run_name:
         "",
         f"- **Ensemble AUC {_ci(results['ensemble'])}** (95% CI: {results['ci_method']}).",
         f"- Gain over the best single backbone ({gain['best_backbone']}, same within-fold-rank scale): "
-        f"{_delta(gain)} (paired bootstrap).",
+        f"{_delta(gain)} (paired bootstrap)."
+        if gain
+        else f"- One backbone ({results['backbones'][0]}): the ensemble is its fold models, no ensemble gain to show.",
     ]
     tta = results["tta"]
     if tta["available"]:

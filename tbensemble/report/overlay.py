@@ -31,7 +31,7 @@ def write_overlay(
     heat = np.asarray(
         Image.fromarray(heatmap.astype(np.float32), mode="F").resize((width, height), Image.Resampling.BILINEAR)
     )
-    figure, ax = plt.subplots(figsize=(6.0, 6.0 * height / width + 0.9))
+    figure, ax = plt.subplots(figsize=(6.0, 6.0 * height / width + 0.4))
     ax.imshow(shown, cmap="gray", vmin=0, vmax=255)
     layer = ax.imshow(heat, cmap="jet", vmin=0.0, vmax=1.0, alpha=np.clip(heat, 0.0, 1.0) * 0.55)
     figure.colorbar(layer, ax=ax, fraction=0.046, pad=0.02, label="relative TB evidence (CAM)")

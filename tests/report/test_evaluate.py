@@ -73,6 +73,8 @@ def test_gains_and_honest_tta_note() -> None:
     assert set(gains) == {"tinycnn", "tinyresnet"}
     assert all(g["ci_low"] <= g["delta"] <= g["ci_high"] for g in gains.values())
     assert "tinycnn@identity" not in with_identity["backbones"]
+    single = make_oof().drop(columns=["tinyresnet"]).assign(ensemble=lambda f: f["tinycnn"])
+    assert evaluate_oof(single, n_bootstrap=100)["ensemble_gain"] is None
 
 
 def test_calibration_rows_are_cross_validated_and_better_than_the_raw_rank(oof: pd.DataFrame) -> None:
