@@ -148,9 +148,10 @@ def _open_gray(path: PathLike, size: int | None) -> Image.Image:
     return _pil_to_gray(image)
 
 
-def _reason(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+def error_reason(exc: Exception) -> str:
+    """An exception's message on one line (pydicom lists missing plugins on several), or its class name."""
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    return text or type(exc).__name__
 
 
 def decode_gray(path: PathLike) -> np.ndarray:
@@ -158,7 +159,7 @@ def decode_gray(path: PathLike) -> np.ndarray:
     try:
         return np.array(_open_gray(path, None))
     except Exception as exc:
-        raise DataError(f"{path}: cannot decode ({_reason(exc)})") from exc
+        raise DataError(f"{path}: cannot decode ({error_reason(exc)})") from exc
 
 
 def load_image(path: PathLike, size: int) -> np.ndarray:
@@ -175,4 +176,4 @@ def load_image(path: PathLike, size: int) -> np.ndarray:
             image = image.resize((size, size), Image.Resampling.BILINEAR)
         return np.array(image)
     except Exception as exc:
-        raise DataError(f"{path}: cannot decode ({_reason(exc)})") from exc
+        raise DataError(f"{path}: cannot decode ({error_reason(exc)})") from exc

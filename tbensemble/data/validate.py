@@ -19,7 +19,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from tbensemble.core.errors import DataError
-from tbensemble.data.decode import DICOM_SUFFIXES, decode_gray, has_dicom_preamble
+from tbensemble.data.decode import DICOM_SUFFIXES, decode_gray, error_reason, has_dicom_preamble
 from tbensemble.data.layout import (
     MAX_EXAMPLES,
     TEST_DIR,
@@ -125,8 +125,7 @@ def _header_or_problem(path: str) -> tuple[int, int, str] | str:
     try:
         return read_header(path)
     except Exception as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return f"{path} ({reason})"
+        return f"{path} ({error_reason(exc)})"
 
 
 def _spread(values: list[int]) -> list[int]:

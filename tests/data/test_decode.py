@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 
 import numpy as np
@@ -9,8 +10,9 @@ import pydicom
 import pytest
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, generate_uid
 
 from tbensemble.core.errors import DataError
 from tbensemble.data.decode import IMAGE_SUFFIXES, decode_gray, is_image_file, load_image
@@ -146,6 +148,19 @@ def test_dicom_multiframe_takes_first_frame(tmp_path):
     out = decode_gray(tmp_path / "a.dcm")
     assert out.shape == (4, 4)
     assert out[0, 0] == 0 and abs(int(out[1, 1]) - 6) <= 1  # 100 in a 0–4095 window, not 3000
+
+
+def test_dicom_jpeg2000_decodes_like_uncompressed(tmp_path):
+    pixels = np.tile(np.arange(0, 4096, 64, dtype=np.uint16), (8, 1))
+    write_dicom(tmp_path / "plain.dcm", pixels)
+    ds = pydicom.dcmread(tmp_path / "plain.dcm")
+    stream = io.BytesIO()
+    Image.fromarray(pixels).save(stream, format="JPEG2000", irreversible=False, no_jp2=True)  # lossless
+    ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
+    ds.PixelData = encapsulate([stream.getvalue()])
+    ds["PixelData"].VR = "OB"
+    ds.save_as(tmp_path / "j2k.dcm")
+    np.testing.assert_array_equal(decode_gray(tmp_path / "j2k.dcm"), decode_gray(tmp_path / "plain.dcm"))
 
 
 def test_dicom_without_suffix_found_by_preamble(tmp_path):
