@@ -108,6 +108,12 @@ class _Layer:
     def _xy(self, points: np.ndarray) -> list[float]:
         return self.patient.to_px(np.asarray(points, dtype=np.float64)).ravel().tolist()
 
+    def lines(self, paths: np.ndarray, width: float, value: int = 255) -> None:
+        """Draw K polylines given as one (K, points, 2) canonical array (one transform for all)."""
+        px = max(1, round(width * self.patient.scale * self.patient.size))
+        for path in self.patient.to_px(paths.reshape(-1, 2)).reshape(paths.shape):
+            self.draw.line(path.ravel().tolist(), fill=value, width=px, joint="curve")
+
     def polygon(self, points: np.ndarray, value: int = 255) -> None:
         self.draw.polygon(self._xy(points), fill=value)
 
@@ -176,22 +182,19 @@ def _lung_outline(rng: np.random.Generator, side: int) -> tuple[np.ndarray, dict
     return np.stack([0.5 + side * d, y], axis=1), shape
 
 
-def _rib_paths(rng: np.random.Generator, side: int, first_y: float, spacing: float) -> tuple[list, list]:
-    """Posterior ribs (from the spine, arching laterally and down) and anterior ribs (lateral -> sternum)."""
-    posterior, anterior = [], []
-    t = np.linspace(0.0, 1.0, 12)
-    for i in range(10):
-        y0 = first_y + i * spacing
-        reach = 0.30 + 0.07 * min(i, 4) / 4 + rng.normal(0, 0.005)
-        d = 0.035 + reach * t
-        y = y0 - 0.03 * np.sin(math.pi * t * 0.8) + (0.07 + 0.012 * i) * t**2.5
-        posterior.append(np.stack([0.5 + side * d, y], axis=1))
-        end_d, end_y = d[-1], y[-1]
-        s = np.linspace(0.0, 1.0, 10)
-        ad = end_d - (end_d - 0.12) * s
-        ay = end_y + 0.02 + (0.10 + 0.005 * i) * s**1.3 - 0.03 * np.sin(math.pi * s)
-        anterior.append(np.stack([0.5 + side * ad, ay], axis=1))
-    return posterior, anterior
+def _rib_paths(rng: np.random.Generator, side: int, first_y: float, spacing: float) -> tuple[np.ndarray, np.ndarray]:
+    """Ten posterior ribs (from the spine, arching laterally and down) and the anterior ribs they become
+    (lateral wall -> sternum), as (10, points, 2) canonical paths."""
+    i = np.arange(10)[:, None]
+    t = np.linspace(0.0, 1.0, 12)[None, :]
+    reach = 0.30 + 0.07 * np.minimum(i, 4) / 4 + rng.normal(0, 0.005, size=(10, 1))
+    d = 0.035 + reach * t
+    y = first_y + i * spacing - 0.03 * np.sin(math.pi * t * 0.8) + (0.07 + 0.012 * i) * t**2.5
+    s = np.linspace(0.0, 1.0, 10)[None, :]
+    end_d, end_y = d[:, -1:], y[:, -1:]
+    ad = end_d - (end_d - 0.12) * s
+    ay = end_y + 0.02 + (0.10 + 0.005 * i) * s**1.3 - 0.03 * np.sin(math.pi * s)
+    return np.stack([0.5 + side * d, y], axis=-1), np.stack([0.5 + side * ad, ay], axis=-1)
 
 
 def _anatomy(rng: np.random.Generator, patient: _Patient) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
@@ -253,11 +256,9 @@ def _anatomy(rng: np.random.Generator, patient: _Patient) -> tuple[np.ndarray, n
     rib_width = rng.uniform(0.018, 0.024)
     for side in (-1, 1):
         posterior, anterior = _rib_paths(rng, side, first_y, spacing)
-        for path in posterior:
-            bones.line(path, rib_width, 230)
-            bones.line(path, rib_width * 0.5, 170)  # denser cortex at the rib's edges
-        for path in anterior[:6]:
-            bones.line(path, rib_width * 0.8, 70)
+        bones.lines(posterior, rib_width, 230)
+        bones.lines(posterior, rib_width * 0.5, 170)  # denser cortex at the rib's edges
+        bones.lines(anterior[:6], rib_width * 0.8, 70)
         clav_y = rng.uniform(0.13, 0.17)
         cs = np.linspace(0.0, 1.0, 8)
         clavicle = np.stack(
@@ -282,16 +283,16 @@ def _anatomy(rng: np.random.Generator, patient: _Patient) -> tuple[np.ndarray, n
     airway_map = airways.result(0.0)
 
     vessels = _Layer(patient)
-    steps = np.linspace(0, 1, 5)[:, None]
+    steps = np.linspace(0, 1, 5)[None, :, None]
     for side in (-1, 1):
         hilum = np.array([0.5 + side * rng.uniform(0.09, 0.12), rng.uniform(0.40, 0.45)])
         vessels.ellipse(tuple(hilum), 0.03, 0.05, value=120)
-        for _ in range(12):
-            angle = rng.uniform(-1.3, 1.5)  # from horizontal: mostly lateral, upwards and downwards
-            direction = np.array([side * math.cos(angle), -math.sin(angle)])
-            path = hilum + steps * rng.uniform(0.12, 0.3) * direction + steps**2 * rng.normal(0, 0.04, size=2)
-            vessels.line(path[:3], 0.011, 170)
-            vessels.line(path[2:], 0.006, 110)
+        angle = rng.uniform(-1.3, 1.5, size=12)  # from horizontal: mostly lateral, upwards and downwards
+        direction = np.stack([side * np.cos(angle), -np.sin(angle)], axis=1)[:, None, :]
+        length = rng.uniform(0.12, 0.3, size=(12, 1, 1))
+        paths = hilum + steps * length * direction + steps**2 * rng.normal(0, 0.04, size=(12, 1, 2))
+        vessels.lines(paths[:, :3], 0.011, 170)
+        vessels.lines(paths[:, 2:], 0.006, 110)
     vessel_map = vessels.result(0.0)
 
     extra = np.zeros_like(soft)
@@ -310,33 +311,31 @@ def _anatomy(rng: np.random.Generator, patient: _Patient) -> tuple[np.ndarray, n
     return _smooth3(density), lung_sharp, {"shapes": shapes}
 
 
+_BOX_COUNTS = np.array(list(BOXES_PER_IMAGE))
+_BOX_COUNT_P = np.array(list(BOXES_PER_IMAGE.values())) / sum(BOXES_PER_IMAGE.values())
+_IMAGE_LEFT = np.arange(8) < 4  # grid columns on the image's left (the patient's right lung)
+_CENTRE_P = {left: (BOX_CENTRE_GRID * (left == _IMAGE_LEFT)).ravel() for left in (True, False)}
+_CENTRE_P = {left: p / p.sum() for left, p in _CENTRE_P.items()}
+_LEFT_SHARE = float(BOX_CENTRE_GRID[:, _IMAGE_LEFT].sum() / BOX_CENTRE_GRID.sum())
+_QUANTILE_LEVELS = np.linspace(0.0, 1.0, 11)
+
+
 def _sample_boxes(rng: np.random.Generator) -> list[tuple[float, float, float, float, bool]]:
-    """Lesion boxes (cx, cy, w, h, active) in canonical fractions, drawn from the TBX11K statistics."""
-    counts = np.array(list(BOXES_PER_IMAGE.values()))
-    n = int(rng.choice(list(BOXES_PER_IMAGE), p=counts / counts.sum()))
-    grid = BOX_CENTRE_GRID / BOX_CENTRE_GRID.sum()
-    cells = grid.shape[0]
+    """Lesion boxes (cx, cy, w, h, active) in canonical fractions, drawn from the TBX11K statistics:
+    box count, side (further boxes mostly in the other lung), centre cell, size (Gaussian copula of
+    the width and height quantiles) and finding."""
+    n = int(rng.choice(_BOX_COUNTS, p=_BOX_COUNT_P))
+    first_left = bool(rng.random() < _LEFT_SHARE)
     boxes = []
-    first_left = None
     for i in range(n):
-        probs = grid.copy()
-        if i > 0:  # further boxes go to the other lung (most multi-box images are bilateral)
-            other = not first_left if rng.random() < BILATERAL_SHARE else first_left
-            if other:
-                probs[:, cells // 2 :] = 0
-            else:
-                probs[:, : cells // 2] = 0
-        cell = int(rng.choice(probs.size, p=(probs / probs.sum()).ravel()))
-        row, col = divmod(cell, cells)
-        cx = (col + rng.random()) / cells
-        cy = (row + rng.random()) / cells
-        if i == 0:
-            first_left = cx < 0.5
-        z = rng.standard_normal(2)
-        z[1] = BOX_LOG_SIZE_CORRELATION * z[0] + math.sqrt(1 - BOX_LOG_SIZE_CORRELATION**2) * z[1]
-        q = 0.5 * (1 + np.array([math.erf(v / math.sqrt(2)) for v in z]))
-        w = float(np.interp(q[0], np.linspace(0, 1, 11), BOX_WIDTH_QUANTILES))
-        h = float(np.interp(q[1], np.linspace(0, 1, 11), BOX_HEIGHT_QUANTILES))
+        left = first_left if i == 0 or rng.random() >= BILATERAL_SHARE else not first_left
+        row, col = divmod(int(rng.choice(64, p=_CENTRE_P[left])), 8)
+        z0, z1 = rng.standard_normal(2)
+        z1 = BOX_LOG_SIZE_CORRELATION * z0 + math.sqrt(1 - BOX_LOG_SIZE_CORRELATION**2) * z1
+        q0, q1 = (0.5 * (1 + math.erf(z / math.sqrt(2))) for z in (z0, z1))
+        w = float(np.interp(q0, _QUANTILE_LEVELS, BOX_WIDTH_QUANTILES))
+        h = float(np.interp(q1, _QUANTILE_LEVELS, BOX_HEIGHT_QUANTILES))
+        cx, cy = (col + rng.random()) / 8, (row + rng.random()) / 8
         boxes.append((cx, cy, w, h, bool(rng.random() < ACTIVE_SHARE)))
     return boxes
 
