@@ -19,8 +19,8 @@ from sklearn.metrics import brier_score_loss
 from tbensemble.core.calibration import METHODS, apply_calibration, fit_calibration
 from tbensemble.core.errors import DataError
 from tbensemble.core.metrics import auc, check_scores, confusion_at, operating_points, within_fold_ranks
+from tbensemble.core.registry import BACKBONES
 
-ID_COLUMNS = ("image_id", "label", "fold", "ensemble")
 IDENTITY_SUFFIX = "@identity"
 """An OOF column ``<backbone>@identity`` holds that backbone's identity-view scores (no TTA), if the trainer stored them."""
 LEVEL = 0.95
@@ -68,13 +68,14 @@ def paired_aucs(
     labels: np.ndarray, columns: Mapping[str, np.ndarray], n_bootstrap: int, seed: int
 ) -> tuple[dict[str, dict[str, float]], dict[str, np.ndarray]]:
     """AUC + CI for several score columns of the same rows, and their bootstrap samples on shared resamples."""
+    point = {name: auc(labels, scores, name) for name, scores in columns.items()}
     indices = bootstrap_indices(labels, n_bootstrap, seed)
     results: dict[str, dict[str, float]] = {}
     samples: dict[str, np.ndarray] = {}
     for name, scores in columns.items():
         samples[name] = auc_samples(labels, scores, indices)
         low, high = _interval(samples[name])
-        results[name] = {"auc": auc(labels, scores, name), "ci_low": low, "ci_high": high}
+        results[name] = {"auc": point[name], "ci_low": low, "ci_high": high}
     return results, samples
 
 
@@ -132,8 +133,8 @@ def brier(labels: np.ndarray, probabilities: np.ndarray) -> float:
 
 
 def score_columns(oof: pd.DataFrame) -> tuple[list[str], list[str]]:
-    """Backbone columns and the ``<backbone>@identity`` columns that have a matching backbone."""
-    backbones = [c for c in oof.columns if c not in ID_COLUMNS and IDENTITY_SUFFIX not in c]
+    """Backbone columns (named after a registered backbone) and their ``<backbone>@identity`` columns."""
+    backbones = [c for c in oof.columns if c in BACKBONES]
     identity = [f"{b}{IDENTITY_SUFFIX}" for b in backbones if f"{b}{IDENTITY_SUFFIX}" in oof.columns]
     return backbones, identity
 
@@ -143,15 +144,18 @@ def check_oof(oof: pd.DataFrame, source: str) -> None:
     missing = [c for c in ("image_id", "label", "fold") if c not in oof.columns]
     if missing:
         raise DataError(f"{source}: missing column(s) {', '.join(missing)}; found {', '.join(map(str, oof.columns))}")
-    backbones, _ = score_columns(oof)
+    backbones, identity = score_columns(oof)
     if not backbones:
-        raise DataError(f"{source}: no backbone score columns beside {', '.join(ID_COLUMNS)}")
+        raise DataError(f"{source}: no score column named after a backbone ({', '.join(BACKBONES)})")
+    if "ensemble" not in oof.columns:
+        raise DataError(
+            f"{source}: column 'ensemble' is missing (the trainer writes it with core.metrics.oof_ensemble)"
+        )
     bad_labels = sorted(set(oof["label"].unique()) - {0, 1})
     if bad_labels:
         raise DataError(f"{source}: label values {bad_labels[:5]} are not 0 or 1")
-    for column in oof.columns:
-        if column not in ("image_id", "label", "fold"):
-            check_scores(oof[column].to_numpy(), f"{source} column '{column}'")
+    for column in [*backbones, *identity, "ensemble"]:
+        check_scores(oof[column].to_numpy(), f"{source} column '{column}'")
 
 
 def evaluate_oof(
@@ -170,10 +174,6 @@ def evaluate_oof(
     labels = oof["label"].to_numpy().astype(int)
     folds = oof["fold"].to_numpy()
     auc(labels, oof[backbones[0]].to_numpy(), source)
-    if "ensemble" not in oof.columns:
-        raise DataError(
-            f"{source}: column 'ensemble' is missing (the trainer writes it with core.metrics.oof_ensemble)"
-        )
     ensemble = oof["ensemble"].to_numpy(dtype=np.float64)
 
     per_fold = []
@@ -207,7 +207,7 @@ def evaluate_oof(
         "per_backbone": per_backbone,
         "ensemble": results["ensemble"],
         "ensemble_gain": ensemble_gain,
-        "tta": _tta_gains(labels, folds, backbones, identity_columns, results, samples, ranked),
+        "tta": _tta_gains(identity_columns, results, samples),
         "operating_points": op_rows,
         "calibration": {
             "prevalence": float(labels.mean()),
@@ -220,25 +220,25 @@ def evaluate_oof(
 
 
 def _tta_gains(
-    labels: np.ndarray,
-    folds: np.ndarray,
-    backbones: Sequence[str],
-    identity_columns: Sequence[str],
-    results: Mapping[str, dict[str, float]],
-    samples: Mapping[str, np.ndarray],
-    ranked: Mapping[str, np.ndarray],
+    identity_columns: Sequence[str], results: Mapping[str, dict[str, float]], samples: Mapping[str, np.ndarray]
 ) -> dict[str, Any]:
+    """TTA mean against the identity view per backbone, when the OOF table holds both."""
     if not identity_columns:
         return {
             "available": False,
-            "note": "oof.csv holds TTA-mean scores only (no '<backbone>@identity' columns), so the TTA gain cannot be measured from it",
+            "note": "oof.csv holds TTA-mean scores only (no '<backbone>@identity' columns), "
+            "so the TTA gain cannot be measured from it",
         }
     rows = []
     for column in identity_columns:
-        backbone = column[: -len(IDENTITY_SUFFIX)]
+        backbone = column.removesuffix(IDENTITY_SUFFIX)
         rows.append(
-            {"backbone": backbone, "tta": results[backbone], "identity": results[column]}
-            | {"gain": _gain(results, samples, backbone, column)}
+            {
+                "backbone": backbone,
+                "tta": results[backbone],
+                "identity": results[column],
+                "gain": _gain(results, samples, backbone, column),
+            }
         )
     return {
         "available": True,
