@@ -189,7 +189,7 @@ def _rib_paths(rng: np.random.Generator, side: int, first_y: float, spacing: flo
     t = np.linspace(0.0, 1.0, 12)[None, :]
     reach = 0.30 + 0.07 * np.minimum(i, 4) / 4 + rng.normal(0, 0.005, size=(10, 1))
     d = 0.035 + reach * t
-    y = first_y + i * spacing - 0.03 * np.sin(math.pi * t * 0.8) + (0.07 + 0.012 * i) * t**2.5
+    y = first_y + i * spacing - 0.03 * np.sin(math.pi * t * 0.8) + (0.10 + 0.012 * i) * t**1.8
     s = np.linspace(0.0, 1.0, 10)[None, :]
     end_d, end_y = d[:, -1:], y[:, -1:]
     ad = end_d - (end_d - 0.12) * s
@@ -205,7 +205,7 @@ def _anatomy(rng: np.random.Generator, patient: _Patient) -> tuple[np.ndarray, n
     body = _Layer(patient)
     half = rng.uniform(0.43, 0.50)
     neck = rng.uniform(0.09, 0.12)
-    shoulder_y = rng.uniform(0.0, 0.06)
+    shoulder_y = rng.uniform(-0.04, 0.04)
     outline = [
         [0.5 - neck, -0.1],
         [0.5 - neck, shoulder_y],
@@ -224,7 +224,7 @@ def _anatomy(rng: np.random.Generator, patient: _Patient) -> tuple[np.ndarray, n
             body.polygon(np.array(arm), 170)
     body_map = body.result(0.012)
     thickness = np.sqrt(np.clip(1.0 - ((ux - 0.5) / (half + 0.06)) ** 2, 0.0, 1.0))
-    soft = body_map * (0.3 + 0.8 * thickness)
+    soft = body_map * (0.2 + 0.95 * thickness**1.5)
 
     lungs = _Layer(patient)
     shapes = {}
@@ -235,7 +235,7 @@ def _anatomy(rng: np.random.Generator, patient: _Patient) -> tuple[np.ndarray, n
     lung_sharp = lungs.result(0.0)
     lung_soft = lungs.result(0.03)
     lung_depth = lung_sharp * (0.5 + 0.5 * lung_soft)
-    lung_depth *= 0.85 + 0.2 * np.clip((uy - 0.12) / 0.6, 0.0, 1.0)  # thicker lung towards the bases
+    lung_depth *= 0.9 + 0.1 * np.clip((uy - 0.12) / 0.6, 0.0, 1.0)  # thicker lung towards the bases
 
     heart = _Layer(patient)
     heart_cy = shapes[1]["dome_y"] - rng.uniform(0.04, 0.07)
@@ -264,12 +264,12 @@ def _anatomy(rng: np.random.Generator, patient: _Patient) -> tuple[np.ndarray, n
         clavicle = np.stack(
             [0.5 + side * (0.04 + 0.28 * cs), clav_y - 0.06 * cs + 0.012 * np.sin(2 * math.pi * cs)], axis=1
         )
-        bones.line(clavicle, 0.028, 255)
+        bones.line(clavicle, 0.034, 255)
         bones.line(np.array([[0.5 + side * 0.22, shoulder_y + 0.1], [0.5 + side * 0.34, 0.42]]), 0.01, 90)  # scapula
     bone_map = bones.result(0.0)
 
     spine_w = rng.uniform(0.03, 0.038)
-    vertebra = 0.8 + 0.2 * np.cos(2 * math.pi * (uy - first_y) / spacing)
+    vertebra = 0.88 + 0.12 * np.cos(2 * math.pi * (uy - first_y) / spacing)
     spine = np.exp(-(((ux - 0.5) / spine_w) ** 6)) * vertebra
 
     airways = _Layer(patient)
@@ -287,10 +287,10 @@ def _anatomy(rng: np.random.Generator, patient: _Patient) -> tuple[np.ndarray, n
     for side in (-1, 1):
         hilum = np.array([0.5 + side * rng.uniform(0.09, 0.12), rng.uniform(0.40, 0.45)])
         vessels.ellipse(tuple(hilum), 0.03, 0.05, value=120)
-        angle = rng.uniform(-1.3, 1.5, size=12)  # from horizontal: mostly lateral, upwards and downwards
+        angle = rng.uniform(-1.3, 1.5, size=16)  # from horizontal: mostly lateral, upwards and downwards
         direction = np.stack([side * np.cos(angle), -np.sin(angle)], axis=1)[:, None, :]
-        length = rng.uniform(0.12, 0.3, size=(12, 1, 1))
-        paths = hilum + steps * length * direction + steps**2 * rng.normal(0, 0.04, size=(12, 1, 2))
+        length = rng.uniform(0.12, 0.3, size=(16, 1, 1))
+        paths = hilum + steps * length * direction + steps**2 * rng.normal(0, 0.04, size=(16, 1, 2))
         vessels.lines(paths[:, :3], 0.011, 170)
         vessels.lines(paths[:, 2:], 0.006, 110)
     vessel_map = vessels.result(0.0)
@@ -305,8 +305,8 @@ def _anatomy(rng: np.random.Generator, patient: _Patient) -> tuple[np.ndarray, n
     lung_texture = _smooth_noise(rng, size, 40) * 0.035
     air = lung_depth * (1.0 - heart_map)
     density = soft + extra - 0.72 * air * body_map
-    density += lung_sharp * (0.14 * vessel_map + lung_texture)
-    bone_show = 0.3 + 0.7 * air  # bone is seen against lung, barely against the abdomen
+    density += lung_sharp * (0.2 * vessel_map + lung_texture)
+    bone_show = 0.45 + 0.55 * air  # bone is seen against lung, barely against the abdomen
     density += body_map * (0.3 * bone_map * bone_show + 0.16 * spine - 0.15 * airway_map * (1 - lung_sharp))
     return _smooth3(density), lung_sharp, {"shapes": shapes}
 
