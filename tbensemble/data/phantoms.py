@@ -216,7 +216,7 @@ def _anatomy(rng: np.random.Generator, patient: _Patient) -> tuple[np.ndarray, n
         [0.5 - half + 0.02, 1.1],
     ]
     body.polygon(np.array(outline + [[1.0 - x, y] for x, y in reversed(outline)]))
-    if rng.random() < 0.5:  # arms beside the chest
+    if rng.random() < 0.7:  # arms beside the chest
         arm_gap = rng.uniform(0.015, 0.04)
         for side in (-1, 1):
             x_in = 0.5 + side * (half + 0.04 + arm_gap)
@@ -224,7 +224,7 @@ def _anatomy(rng: np.random.Generator, patient: _Patient) -> tuple[np.ndarray, n
             body.polygon(np.array(arm), 170)
     body_map = body.result(0.012)
     thickness = np.sqrt(np.clip(1.0 - ((ux - 0.5) / (half + 0.06)) ** 2, 0.0, 1.0))
-    soft = body_map * (0.2 + 0.95 * thickness**1.5)
+    soft = body_map * (0.2 + 0.85 * thickness**1.5) * (0.7 + 0.3 * np.clip(uy / 0.25, 0.0, 1.0))
 
     lungs = _Layer(patient)
     shapes = {}
@@ -304,10 +304,10 @@ def _anatomy(rng: np.random.Generator, patient: _Patient) -> tuple[np.ndarray, n
 
     lung_texture = _smooth_noise(rng, size, 40) * 0.035
     air = lung_depth * (1.0 - heart_map)
-    density = soft + extra - 0.72 * air * body_map
+    density = soft + extra - 0.62 * air * body_map
     density += lung_sharp * (0.2 * vessel_map + lung_texture)
     bone_show = 0.45 + 0.55 * air  # bone is seen against lung, barely against the abdomen
-    density += body_map * (0.3 * bone_map * bone_show + 0.16 * spine - 0.15 * airway_map * (1 - lung_sharp))
+    density += body_map * (0.3 * bone_map * bone_show + 0.1 * spine - 0.15 * airway_map * (1 - lung_sharp))
     return _smooth3(density), lung_sharp, {"shapes": shapes}
 
 
@@ -436,7 +436,7 @@ def _render(rng: np.random.Generator, density: np.ndarray) -> np.ndarray:
     size = density.shape[0]
     gradient = rng.normal(0, 0.03) * np.linspace(-1, 1, size, dtype=np.float32)
     density = density + gradient[:, None] + rng.normal(0, 0.02) * np.linspace(-1, 1, size, dtype=np.float32)[None, :]
-    lo = rng.uniform(-0.05, 0.15)
+    lo = rng.uniform(-0.12, 0.05)
     hi = rng.uniform(1.2, 1.45)
     gamma = rng.uniform(0.7, 1.4)
     film = np.clip((density - lo) / (hi - lo), 0.0, 1.0) ** gamma
