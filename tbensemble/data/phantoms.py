@@ -112,14 +112,14 @@ class _Layer:
         """Draw K polylines given as one (K, points, 2) canonical array (one transform for all)."""
         px = max(1, round(width * self.patient.scale * self.patient.size))
         for path in self.patient.to_px(paths.reshape(-1, 2)).reshape(paths.shape):
-            self.draw.line(path.ravel().tolist(), fill=value, width=px, joint="curve")
+            self.draw.line(path.ravel().tolist(), fill=value, width=px)
 
     def polygon(self, points: np.ndarray, value: int = 255) -> None:
         self.draw.polygon(self._xy(points), fill=value)
 
     def line(self, points: np.ndarray, width: float, value: int = 255) -> None:
         px = max(1, round(width * self.patient.scale * self.patient.size))
-        self.draw.line(self._xy(points), fill=value, width=px, joint="curve")
+        self.draw.line(self._xy(points), fill=value, width=px)
 
     def ellipse(self, centre: tuple[float, float], rx: float, ry: float, tilt: float = 0.0, value: int = 255) -> None:
         t = np.linspace(0.0, 2.0 * math.pi, 40, endpoint=False)
@@ -270,7 +270,8 @@ def _anatomy(rng: np.random.Generator, patient: _Patient) -> tuple[np.ndarray, n
 
     spine_w = rng.uniform(0.03, 0.038)
     vertebra = 0.88 + 0.12 * np.cos(2 * math.pi * (uy - first_y) / spacing)
-    spine = np.exp(-(((ux - 0.5) / spine_w) ** 6)) * vertebra
+    spine_z = ((ux - 0.5) / spine_w) ** 2
+    spine = np.exp(-spine_z * spine_z * spine_z) * vertebra
 
     airways = _Layer(patient)
     carina_y = rng.uniform(0.32, 0.36)
