@@ -73,7 +73,7 @@ def _load(path: str, size: int) -> np.ndarray | DataError:
 def decoded_batches(
     paths: list[str], size: int, batch_size: int, workers: int, ahead: int = 2
 ) -> Iterator[list[np.ndarray | DataError]]:
-    """Decoded batches in order, decoding up to ``ahead`` batches beyond the one being consumed."""
+    """Decoded batches in order; while one is consumed, the next ``ahead`` batches are being decoded."""
     starts = iter(range(0, len(paths), batch_size))
     pending: collections.deque[list[Future]] = collections.deque()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
@@ -84,11 +84,10 @@ def decoded_batches(
         for start in itertools.islice(starts, ahead + 1):
             submit(start)
         while pending:
-            futures = pending.popleft()
+            yield [f.result() for f in pending.popleft()]
             following = next(starts, None)
             if following is not None:
                 submit(following)
-            yield [f.result() for f in futures]
 
 
 def predict_images(
@@ -97,10 +96,11 @@ def predict_images(
     batch_size: int = 8,
     skip_bad: bool = False,
     workers: int = 2,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> Prediction:
     """Score every image of ``images`` (``image_id``, ``path``); bad files fail the run unless ``skip_bad``.
 
+    The progress bar shows on a terminal (``progress=None``), always (True) or never (False).
     Without ``skip_bad``, inference stops at the first bad file but decoding goes on, so the error can
     say how many files are bad.
     """
@@ -109,7 +109,7 @@ def predict_images(
     chunks: dict[str, list[np.ndarray]] = {m.name: [] for m in ensemble.manifest.models}
     bad: list[tuple[int, DataError]] = []
     position = 0
-    with tqdm(total=len(paths), unit="img", desc="predict", disable=not progress) as bar:
+    with tqdm(total=len(paths), unit="img", desc="predict", disable=None if progress is None else not progress) as bar:
         for batch in decoded_batches(paths, ensemble.image_size, batch_size, workers):
             good = [(position + i, item) for i, item in enumerate(batch) if isinstance(item, np.ndarray)]
             bad += [(position + i, item) for i, item in enumerate(batch) if isinstance(item, DataError)]

@@ -91,3 +91,20 @@ def parity_images(run_dir: Path, data_dir: str, fold: int, n: int, size: int) ->
         images = np.concatenate([images, random_images(n - len(images), size)])
         return images, "run data + random"
     return images, "run data"
+
+
+def unsaturate_head(model: Any, images: np.ndarray) -> None:
+    """Rescale the ``logit`` Dense so its logits on ``images`` have mean 0 and std 1.
+
+    Random-weight backbones (parity checks, benchmarks) push the sigmoid to 0 or 1, where any export
+    error vanishes from the probability; a centred, unit-spread logit keeps the probability sensitive.
+    """
+    import keras
+
+    features = keras.Model(model.inputs, model.get_layer("features").output)
+    pooled = features.predict(images.astype(np.float32)[..., None], verbose=0).mean(axis=(1, 2))
+    dense = model.get_layer("logit")
+    kernel, _ = dense.get_weights()
+    logits = pooled @ kernel
+    scale = float(np.std(logits)) or 1.0
+    dense.set_weights([kernel / scale, np.array([-float(np.mean(logits)) / scale], dtype=np.float32)])
