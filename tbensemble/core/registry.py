@@ -11,7 +11,8 @@ class BackboneInfo:
 
     name: str
     preprocessing: str
-    """caffe (BGR mean subtraction), torch (ImageNet mean/std on 0-1), raw (rescaling inside), unit (÷255)."""
+    """caffe (BGR mean subtraction), torch (ImageNet mean/std on 0-1), raw (rescaling inside), unit (÷255),
+    standardize (per image: minus its mean, over its standard deviation; removes exposure differences)."""
     default_size: int
     leaderboard: bool
     imagenet_file: str | None = None
@@ -45,7 +46,7 @@ BACKBONES: dict[str, BackboneInfo] = {
         imagenet_file="efficientnetb5_notop.h5",
         imagenet_md5="38879255a25d3c92d5e44e04ae6cec6f",
     ),
-    "tinycnn": BackboneInfo("tinycnn", "unit", 128, leaderboard=False),
-    "tinyresnet": BackboneInfo("tinyresnet", "unit", 128, leaderboard=False),
+    "tinycnn": BackboneInfo("tinycnn", "standardize", 128, leaderboard=False),
+    "tinyresnet": BackboneInfo("tinyresnet", "standardize", 128, leaderboard=False),
 }
 BACKBONE_NAMES: tuple[str, ...] = tuple(BACKBONES)

@@ -21,7 +21,7 @@ from tbensemble.core.registry import BACKBONE_NAMES, BACKBONES, BackboneInfo
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 _TORCH_MEAN = (0.485, 0.456, 0.406)
 _TORCH_STD = (0.229, 0.224, 0.225)
-PREPROCESSING_MODES = ("caffe", "torch", "raw", "unit")
+PREPROCESSING_MODES = ("caffe", "torch", "raw", "unit", "standardize")
 
 
 @keras.saving.register_keras_serializable(package="tbensemble")
@@ -57,6 +57,10 @@ class BackbonePreprocess(keras.layers.Layer):
             return (inputs / 255.0 - mean) / std
         if self.mode == "unit":
             return inputs / 255.0
+        if self.mode == "standardize":
+            mean = ops.mean(inputs, axis=(1, 2, 3), keepdims=True)
+            std = ops.std(inputs, axis=(1, 2, 3), keepdims=True)
+            return (inputs - mean) / (std + 1.0)
         return inputs
 
     def compute_output_shape(self, input_shape):
