@@ -80,6 +80,7 @@ def convert(model3: Any, image_size: int, opset: int, metadata: dict[str, str]) 
     import tensorflow as tf
     import tf2onnx
 
+    logging.getLogger("tf2onnx").setLevel(logging.WARNING)
     spec = (tf.TensorSpec((None, image_size, image_size, 1), tf.float32, name=INPUT_NAME),)
     onnx_model, _ = tf2onnx.convert.from_keras(model3, input_signature=spec, opset=opset)
     outputs = _rename_outputs(onnx_model, OUTPUT_ROLES)
@@ -207,7 +208,13 @@ def export_run(
         raise ArtifactError(f"{config_path}: not found; is {run} a run folder written by 'tbens train-folds'?")
     config = load_config(config_path)
     models = find_fold_models(run, config.backbones)
-    manifest_builder.read_oof(run, sorted({b for b, _, _ in models}, key=config.backbones.index))
+    oof_columns = set(manifest_builder.read_oof(run, []).columns)
+    incomplete = sorted({b for b, _, _ in models if b not in oof_columns})
+    if incomplete:
+        log.warning("%s: %s not in oof.csv (folds unfinished); not exported", run / "oof.csv", ", ".join(incomplete))
+        models = [m for m in models if m[0] not in incomplete]
+    if not models:
+        raise ArtifactError(f"{run / 'oof.csv'}: no backbone with all folds finished; finish 'tbens train-folds' first")
     staging = Path(tempfile.mkdtemp(prefix=".onnx-staging-", dir=run))
     try:
         jobs = []

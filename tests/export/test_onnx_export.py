@@ -75,3 +75,15 @@ def test_export_refuses_a_run_without_finished_models(tmp_path):
     assert json.dumps(sorted(p.name for p in run.rglob("*"))) == json.dumps(
         ["config.yaml", "fold0", "models", "tinycnn"]
     )
+
+
+def test_backbone_missing_from_oof_is_left_out(tiny_export, tmp_path):
+    """train-folds puts a backbone into oof.csv only once all its folds are done: export only those."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_export, run, ignore=shutil.ignore_patterns("onnx", "manifest.json"))
+    oof = (run / "oof.csv").read_text().splitlines()
+    header = oof[0].split(",")
+    keep = [i for i, column in enumerate(header) if column != "tinyresnet"]
+    (run / "oof.csv").write_text("\n".join(",".join(line.split(",")[i] for i in keep) for line in oof) + "\n")
+    export_run(run, isolate=False)
+    assert [m.name for m in load_manifest(run).models] == ["tinycnn-f0", "tinycnn-f1"]
