@@ -59,7 +59,7 @@ BOX_CENTRE_GRID = np.array(
 EFFUSION_SHARE = 0.08  # positives with a blunted costophrenic angle (not boxed in TBX11K; a design choice)
 
 LESION_DENSITY = 0.55  # peak added density of a lesion at difficulty 0 (lung air is about -0.6)
-MASK_LEVEL = 0.25  # a pixel is lesion when the lesion's own profile exceeds this share of its peak
+MASK_LEVEL = 0.25  # a pixel is lesion where the lesion profile (about 1 at a lesion core) exceeds this
 
 
 class _Patient:
