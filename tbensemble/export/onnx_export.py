@@ -57,6 +57,35 @@ def three_output_model(model: Any) -> Any:
     return keras.Model(model.inputs, outputs, name=f"{model.name}_export")
 
 
+def _layers(model: Any) -> list[Any]:
+    """Every layer, nested models' layers included."""
+    found = []
+    for layer in model.layers:
+        found.append(layer)
+        if hasattr(layer, "layers"):
+            found += _layers(layer)
+    return found
+
+
+def float32_model(model: Any, backbone: str, image_size: int) -> Any:
+    """The model in float32: one trained with mixed precision (GPU) is rebuilt with the same weights, so the
+    ONNX graph runs float32 kernels on any device (float16 convolutions are slow or missing on CPUs)."""
+    import keras
+
+    from tbensemble.train.backbones import build_model
+
+    if all(layer.compute_dtype == "float32" for layer in _layers(model)):
+        return model
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        clone = build_model(backbone, image_size, weights=None)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
 def head_parameters(model: Any) -> tuple[list[float], float]:
     """The ``logit`` Dense kernel (one weight per feature channel) and bias, for numpy CAM heatmaps."""
     kernel, bias = model.get_layer("logit").get_weights()
@@ -112,15 +141,14 @@ def export_fold_model(
         model = keras.models.load_model(model_path, compile=False)
     except (OSError, ValueError) as exc:
         raise ArtifactError(f"{model_path}: cannot load the Keras model ({str(exc).splitlines()[0]})") from None
+    model = float32_model(model, backbone, image_size)
     model3 = three_output_model(model)
     metadata = {
         "backbone": backbone,
         "fold": str(fold),
         "image_size": str(image_size),
         "tbensemble_version": __version__,
-        "preprocessing": f"inside the graph ({BACKBONES[backbone].preprocessing}); input raw 0-255, NHWC, 1 channel"
-        if backbone in BACKBONES
-        else "inside the graph; input raw 0-255, NHWC, 1 channel",
+        "preprocessing": f"inside the graph ({BACKBONES[backbone].preprocessing}); input raw 0-255, NHWC, 1 channel",
     }
     data, outputs = convert(model3, image_size, opset, metadata)
     with atomic.atomic_path(onnx_path) as tmp:

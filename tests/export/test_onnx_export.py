@@ -87,3 +87,27 @@ def test_backbone_missing_from_oof_is_left_out(tiny_export, tmp_path):
     (run / "oof.csv").write_text("\n".join(",".join(line.split(",")[i] for i in keep) for line in oof) + "\n")
     export_run(run, isolate=False)
     assert [m.name for m in load_manifest(run).models] == ["tinycnn-f0", "tinycnn-f1"]
+
+
+def test_mixed_precision_model_exported_in_float32(tmp_path):
+    """A model trained with mixed_float16 on a GPU is exported as a float32 graph with the same weights."""
+    import keras
+
+    from tbensemble.export.onnx_export import export_fold_model
+    from tbensemble.train.backbones import build_model
+
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        keras.utils.set_random_seed(0)
+        model = build_model("tinycnn", 32, weights=None)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert model.get_layer("backbone").get_layer("top_conv").compute_dtype == "float16"
+    model.save(tmp_path / "model.keras")
+    images = parity.random_images(16, 32)
+    exported = export_fold_model(tmp_path / "model.keras", tmp_path / "m.onnx", "tinycnn", 0, 32, images, "random")
+    graph = onnx.load(tmp_path / "m.onnx").graph
+    assert not [t.name for t in graph.initializer if t.data_type == onnx.TensorProto.FLOAT16]
+    assert exported.parity["max_abs_diff_probability"] <= 1e-4
+    kernel = model.get_layer("logit").get_weights()[0].reshape(-1)
+    np.testing.assert_allclose(exported.head_weights, kernel)
