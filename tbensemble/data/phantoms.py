@@ -468,9 +468,10 @@ def _write_chunk(jobs: list[tuple[Path, Path | None, np.random.SeedSequence, boo
     """Draw and save one chunk of phantoms (runs in a worker process)."""
     for image_path, mask_path, seed_seq, positive, size, difficulty in jobs:
         image, mask = make_phantom(np.random.default_rng(seed_seq), positive, size, difficulty)
-        Image.fromarray(image).save(image_path, format="PNG")
+        # Film noise barely compresses: the fastest zlib level costs ~8% in size and a quarter of the time.
+        Image.fromarray(image).save(image_path, format="PNG", compress_level=1)
         if mask_path is not None:
-            Image.fromarray(mask.astype(np.uint8) * 255).save(mask_path, format="PNG")
+            Image.fromarray(mask.astype(np.uint8) * 255).save(mask_path, format="PNG", compress_level=1)
 
 
 def _labels(rng: np.random.Generator, n: int, positive_rate: float) -> np.ndarray:
