@@ -258,12 +258,12 @@ def probability_columns(
     columns = {f"{b} probability": (oof[b].to_numpy(dtype=np.float64), "none") for b in backbones}
     columns["ensemble rank score"] = (ensemble, "none (a rank, not a probability)")
     for method in METHODS:
-        columns[f"ensemble {method}"] = (
+        columns[f"ensemble {method}, CV"] = (
             cross_validated_calibration(ensemble, labels, folds, method),
             "cross-validated by fold",
         )
     if calibration is not None:
-        columns[f"ensemble manifest {calibration['method']}"] = (
+        columns[f"ensemble manifest {calibration['method']}, in-sample"] = (
             apply_calibration(calibration, ensemble),
             "in-sample: fitted on all OOF rows (flatters)",
         )

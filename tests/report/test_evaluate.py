@@ -79,11 +79,11 @@ def test_gains_and_honest_tta_note() -> None:
 
 def test_calibration_rows_are_cross_validated_and_better_than_the_raw_rank(oof: pd.DataFrame) -> None:
     rows = {r["name"]: r for r in evaluate_oof(oof, n_bootstrap=100)["calibration"]["rows"]}
-    assert rows["ensemble platt"]["fit"] == "cross-validated by fold"
-    assert rows["ensemble platt"]["brier"] < rows["ensemble rank score"]["brier"]
+    assert rows["ensemble platt, CV"]["fit"] == "cross-validated by fold"
+    assert rows["ensemble platt, CV"]["brier"] < rows["ensemble rank score"]["brier"]
     stored = {"method": "platt", "a": 2.0, "b": -1.0, "eps": 1e-4}
     rows = {r["name"]: r for r in evaluate_oof(oof, n_bootstrap=100, calibration=stored)["calibration"]["rows"]}
-    assert rows["ensemble manifest platt"]["fit"].startswith("in-sample")
+    assert rows["ensemble manifest platt, in-sample"]["fit"].startswith("in-sample")
 
 
 def test_wilson_interval_known_value() -> None:
