@@ -43,8 +43,9 @@ class ModelEntry:
     outputs: dict[str, str]
     """Role -> ONNX output name; roles ``probability``, ``logit`` and ``features``."""
     oof_auc: float
-    parity: dict[str, float]
-    """``max_abs_diff_probability``, ``max_abs_diff_logit``, ``n_images``: Keras against ONNX Runtime."""
+    parity: dict[str, Any]
+    """``max_abs_diff_probability``, ``max_abs_diff_logit``, ``n_images``: Keras against ONNX Runtime;
+    ``images``: ``run data`` or ``random`` (when the run's data was gone at export)."""
     oof_scores_sorted: list[float]
     """This model's TTA-mean scores on its held-out fold, sorted: the reference for historical ranks."""
     head_weights: list[float]
