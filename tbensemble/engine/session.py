@@ -67,6 +67,9 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
     options.intra_op_num_threads = threads or physical_cores()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
+    # Spinning worker threads burn the CPU they wait on: with other processes on the machine (CI, an edge
+    # server's other services) ResNet50 at 384 ran 3.7 img/s spinning against 5.8 without, on 2 cores.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 
 

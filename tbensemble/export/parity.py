@@ -39,6 +39,17 @@ def enforce(figures: dict[str, float], label: str, tolerance: float = PROBABILIT
         )
 
 
+def _eager(model: Any, batch: np.ndarray, n_outputs: int, chunk: int = 4) -> list[tuple[np.ndarray, ...]]:
+    """Direct calls in small chunks: no tf.function tracing per model (``predict`` traces each new model,
+    tens of seconds for the big backbones) and bounded activation memory at 384 px."""
+    parts = []
+    for i in range(0, len(batch), chunk):
+        outputs = model(batch[i : i + chunk], training=False)
+        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        parts.append(tuple(np.asarray(out) for out in outputs[:n_outputs]))
+    return parts
+
+
 def check(
     model3: Any, onnx_path: Path, images: np.ndarray, label: str, tolerance: float | None = None
 ) -> dict[str, float]:
@@ -46,7 +57,7 @@ def check(
     import onnxruntime as ort
 
     batch = images.astype(np.float32)[..., None]
-    keras_probability, keras_logit, _ = model3.predict(batch, batch_size=8, verbose=0)
+    keras_probability, keras_logit = (np.concatenate(parts) for parts in zip(*_eager(model3, batch, 2), strict=True))
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     onnx_probability, onnx_logit = session.run(["probability", "logit"], {"image": batch})
     figures = compare(
@@ -101,8 +112,9 @@ def unsaturate_head(model: Any, images: np.ndarray) -> None:
     """
     import keras
 
-    features = keras.Model(model.inputs, model.get_layer("features").output)
-    pooled = features.predict(images.astype(np.float32)[..., None], verbose=0).mean(axis=(1, 2))
+    features = keras.Model(model.inputs, [model.get_layer("features").output])
+    parts = _eager(features, images.astype(np.float32)[..., None], 1)
+    pooled = np.concatenate([part[0] for part in parts]).mean(axis=(1, 2))
     dense = model.get_layer("logit")
     kernel, _ = dense.get_weights()
     logits = pooled @ kernel

@@ -26,6 +26,8 @@ def test_cpu_session_uses_physical_cores_and_all_optimisations(identity_model):
     assert provider == CPU == session.get_providers()[0]
     options = session.get_session_options()
     assert options.intra_op_num_threads == physical_cores() >= 1
+    assert options.graph_optimization_level.name == "ORT_ENABLE_ALL"
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
 
 def test_cuda_fails_loudly_when_cuda_is_not_the_active_provider(identity_model):
