@@ -85,7 +85,10 @@ def training_dataset(
     seed: int,
 ) -> tf.data.Dataset:
     """(image float32 0-255, label, sample weight) batches: decoded once and cached in memory, reshuffled
-    every epoch, augmented; the sample weight is the fold's class weight for that label."""
+    every epoch, augmented; the sample weight is the fold's class weight for that label.
+
+    The last partial batch is dropped (its images come back in later epochs): a handful of images would
+    otherwise give batch-norm one noisy step at the end of every epoch, right before validation."""
     weights = tf.constant([float(class_weights[0]), float(class_weights[1])], dtype=tf.float32)
     label_ds = tf.data.Dataset.from_tensor_slices(np.asarray(labels, dtype=np.int32))
     augmenter = make_augmenter(augment, seed)
@@ -100,7 +103,7 @@ def training_dataset(
         tf.data.Dataset.zip(decode_dataset(paths, image_size), label_ds)
         .cache()
         .shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
-        .batch(batch_size)
+        .batch(batch_size, drop_remainder=len(paths) >= batch_size)
         .map(_augment, num_parallel_calls=AUTOTUNE)
         .prefetch(AUTOTUNE)
     )

@@ -61,6 +61,18 @@ def test_small_backbone_round_trips_through_keras_file(name, tmp_path):
     np.testing.assert_allclose(loaded.predict(images, verbose=0), model.predict(images, verbose=0), atol=1e-6)
 
 
+def test_small_backbones_standardise_each_image():
+    """Per image: minus its mean, over its standard deviation (+1 grey level), so exposure drops out."""
+    model = build_model("tinycnn", 32, weights=None)
+    upto_preprocess = keras.Model(model.input, model.get_layer("preprocess").output)
+    gray = np.random.default_rng(2).uniform(0, 255, (2, 32, 32, 1)).astype(np.float32)
+    gray[1] = gray[1] * 0.5 + 60
+    rgb = np.repeat(gray, 3, axis=-1)
+    mean = rgb.mean(axis=(1, 2, 3), keepdims=True)
+    expected = (rgb - mean) / (rgb.std(axis=(1, 2, 3), keepdims=True) + 1.0)
+    np.testing.assert_allclose(np.asarray(upto_preprocess(gray)), expected, rtol=1e-4, atol=1e-4)
+
+
 def test_small_backbone_with_imagenet_weights_is_a_config_error():
     with pytest.raises(ConfigError, match="weights: tinycnn has no pretrained weights"):
         build_model("tinycnn", 32, weights="imagenet")
