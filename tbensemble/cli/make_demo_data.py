@@ -22,7 +22,11 @@ import click
 @click.option(
     "--positive-rate", default=0.2, show_default=True, type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True)
 )
-@click.option("--force", is_flag=True, help="Write into a non-empty folder that is not a demo dataset.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Write into a non-empty folder that is not a demo dataset (its train/, test/ and _truth/ are replaced).",
+)
 def command(
     out_dir: Path,
     n_train: int,
