@@ -17,10 +17,14 @@ import click
     "--difficulty",
     default=None,
     type=click.FloatRange(0.0, 1.0),
-    help="Lesion contrast dial: lesions are drawn at (1 - difficulty) of full contrast. [default: the generator's]",
+    help="Lesion contrast dial: lesions are drawn at (1 - difficulty) of full contrast. [default: DEFAULT_DIFFICULTY of tbensemble.data.phantoms, printed in the summary]",
 )
 @click.option(
-    "--positive-rate", default=0.2, show_default=True, type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True)
+    "--positive-rate",
+    default=0.2,
+    show_default=True,
+    type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
+    help="Share of TB images in each split.",
 )
 @click.option(
     "--force",
