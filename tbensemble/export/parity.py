@@ -44,7 +44,7 @@ def _eager(model: Any, batch: np.ndarray, n_outputs: int, chunk: int = 4) -> lis
     tens of seconds for the big backbones) and bounded activation memory at 384 px."""
     parts = []
     for i in range(0, len(batch), chunk):
-        outputs = model(batch[i : i + chunk], training=False)
+        outputs = model([batch[i : i + chunk]], training=False)
         outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
         parts.append(tuple(np.asarray(out) for out in outputs[:n_outputs]))
     return parts
