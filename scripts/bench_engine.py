@@ -155,19 +155,28 @@ def end_to_end(artifacts: Path, n_images: int, batch: int, repeats: int, png_siz
     ]
 
     def raw() -> None:
-        for entry in ensemble.manifest.models:
-            ensemble.sessions[entry.name].run(["probability"], {"image": feed})
+        for _ in range(0, n_images, batch):
+            for entry in ensemble.manifest.models:
+                ensemble.sessions[entry.name].run(["probability"], {"image": feed})
 
-    raw_ips = batch / _median_seconds(raw, repeats)
-    e2e_s = _median_seconds(
-        lambda: predict_images(ensemble, images, batch_size=batch, progress=False), max(1, repeats // 2), warmup=1
-    )
+    def e2e() -> None:
+        predict_images(ensemble, images, batch_size=batch, progress=False)
+
+    for entry in ensemble.manifest.models:  # warm-up
+        ensemble.sessions[entry.name].run(["probability"], {"image": feed})
+    raw_s, e2e_s = [], []
+    for _ in range(max(1, (repeats + 1) // 2)):  # interleaved, so a change in machine load hits both alike
+        for call, times in ((raw, raw_s), (e2e, e2e_s)):
+            start = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - start)
+    batches = -(-n_images // batch)
     return {
         "models": len(ensemble.manifest.models),
         "tta": ",".join(ensemble.tta),
-        "raw_ips": raw_ips,
-        "e2e_ips": n_images / e2e_s,
-        "fraction": (n_images / e2e_s) / raw_ips,
+        "raw_ips": batches * batch / statistics.median(raw_s),
+        "e2e_ips": n_images / statistics.median(e2e_s),
+        "fraction": statistics.median(r / e for r, e in zip(raw_s, e2e_s, strict=True)) * n_images / (batches * batch),
     }
 
 
