@@ -27,15 +27,19 @@ def _fold_indices(ctx: click.Context, param: click.Parameter, value: str | None)
 
 
 def auc_table(metrics: dict) -> str:
-    """Per backbone: AUC of each fold and of its pooled OOF scores; then the ensemble's OOF AUC."""
+    """Per backbone: AUC of each fold, of its OOF scores ranked within folds and pooled; then the ensemble."""
     folds = [str(k) for k in range(metrics["folds"])]
-    header = ["backbone", *[f"fold{k}" for k in folds], "OOF"]
+    header = ["backbone", *[f"fold{k}" for k in folds], "OOF", "pooled"]
+
+    def cell(value: float | None) -> str:
+        return "-" if value is None else f"{value:.4f}"
+
     rows = []
     for name, entry in metrics["backbones"].items():
-        cells = [f"{entry['fold_auc'][k]:.4f}" if k in entry["fold_auc"] else "-" for k in folds]
-        rows.append([name, *cells, f"{entry['oof_auc']:.4f}" if entry["oof_auc"] is not None else "-"])
+        cells = [cell(entry["fold_auc"].get(k)) for k in folds]
+        rows.append([name, *cells, cell(entry["oof_auc"]), cell(entry["pooled_auc"])])
     ensemble = metrics.get("ensemble")
-    rows.append(["ensemble", *["" for _ in folds], f"{ensemble['oof_auc']:.4f}" if ensemble else "-"])
+    rows.append(["ensemble", *["" for _ in folds], cell(ensemble["oof_auc"] if ensemble else None), ""])
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     lines = [
         "  ".join(
@@ -103,5 +107,6 @@ def command(
         f"backbone×fold jobs in {summary['seconds']:.0f}s; ROC AUC (TTA: {', '.join(config.tta)})"
     )
     click.echo(auc_table(metrics))
+    click.echo("OOF: each fold model's scores ranked within its fold (the ensemble's scale); pooled: raw probabilities")
     if metrics["missing"]:
         click.echo(f"not yet trained: {', '.join(metrics['missing'])}")

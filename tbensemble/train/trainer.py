@@ -27,13 +27,13 @@ import yaml
 from tbensemble.core import atomic
 from tbensemble.core.config import TrainConfig, config_to_dict, dump_config
 from tbensemble.core.errors import ArtifactError, ConfigError
-from tbensemble.core.metrics import auc, oof_ensemble
+from tbensemble.core.metrics import auc, oof_ensemble, within_fold_ranks
 from tbensemble.data.folds import assign_folds, class_weights
 from tbensemble.data.layout import load_training_set
 from tbensemble.train.backbones import build_model, check_weights
 from tbensemble.train.callbacks import BestCheckpoint, EpochProgress, RunClock
 from tbensemble.train.pipeline import decode_error, load_images, training_dataset, validation_dataset
-from tbensemble.train.scoring import predict_tta
+from tbensemble.train.scoring import predict_views
 
 log = logging.getLogger("tbensemble.train")
 
@@ -202,7 +202,9 @@ def _train_job(config: TrainConfig, job: Job, table: pd.DataFrame, run: Path, cl
 
         best = keras.models.load_model(folder / "model.keras")
         images = load_images(val_rows["path"].tolist(), config.image_size)
-        scores = predict_tta(best, images, config.tta, config.batch_size)
+        views = list(dict.fromkeys(["identity", *config.tta]))
+        per_view = predict_views(best, images, views, config.batch_size)
+        scores = per_view[[views.index(v) for v in config.tta]].mean(axis=0)
     finally:
         keras.mixed_precision.set_global_policy("float32")
 
@@ -210,7 +212,12 @@ def _train_job(config: TrainConfig, job: Job, table: pd.DataFrame, run: Path, cl
     atomic.write_csv(
         folder / "val_scores.csv",
         pd.DataFrame(
-            {"image_id": val_rows["image_id"].to_numpy(), "label": val_rows["label"].to_numpy(), "score": scores}
+            {
+                "image_id": val_rows["image_id"].to_numpy(),
+                "label": val_rows["label"].to_numpy(),
+                "score": scores,
+                "score_identity": per_view[0],
+            }
         ),
     )
     atomic.write_csv(folder / "history.csv", _history_frame(histories, progress.seconds))
@@ -251,7 +258,11 @@ def assemble(run: str | Path, config: TrainConfig, table: pd.DataFrame | None = 
     """Write oof.csv and metrics.json from every finished fold of the run, and return the metrics.
 
     A backbone enters oof.csv (and the ensemble) only when all its folds are done; the rest are listed
-    under ``missing`` so a shared run says what is still to train.
+    under ``missing`` so a shared run says what is still to train. A backbone's ``oof_auc`` ranks each
+    score among its own fold's (the scale the ensemble averages, so the two compare fairly);
+    ``pooled_auc`` pools raw probabilities over folds, which suffers when fold models are calibrated
+    differently. ``<backbone>@identity`` columns hold the identity view alone, so reports can show what
+    TTA adds.
     """
     run = Path(run)
     if table is None:
@@ -268,14 +279,19 @@ def assemble(run: str | Path, config: TrainConfig, table: pd.DataFrame | None = 
                 metrics["missing"].append(f"{backbone}/fold{fold}")
                 continue
             fold_auc[str(fold)] = json.loads((folder / "done.json").read_text(encoding="utf-8"))["val_auc"]
-            scores.append(pd.read_csv(folder / "val_scores.csv", dtype={"image_id": str})[["image_id", "score"]])
-        entry: dict[str, Any] = {"fold_auc": fold_auc, "oof_auc": None}
+            scores.append(pd.read_csv(folder / "val_scores.csv", dtype={"image_id": str}))
+        entry: dict[str, Any] = {"fold_auc": fold_auc, "oof_auc": None, "pooled_auc": None}
         if len(fold_auc) == config.folds:
-            column = pd.concat(scores).set_index("image_id")["score"]
-            if set(column.index) != set(oof["image_id"]):
+            columns = pd.concat(scores).set_index("image_id")
+            if set(columns.index) != set(oof["image_id"]):
                 raise ArtifactError(f"{run / 'models' / backbone}: validation scores do not cover folds.csv")
-            oof[backbone] = column.loc[oof["image_id"]].to_numpy()
-            entry["oof_auc"] = auc(oof["label"].to_numpy(), oof[backbone].to_numpy(), f"{backbone} OOF")
+            oof[backbone] = columns.loc[oof["image_id"], "score"].to_numpy()
+            if "score_identity" in columns:
+                oof[f"{backbone}@identity"] = columns.loc[oof["image_id"], "score_identity"].to_numpy()
+            labels, folds = oof["label"].to_numpy(), oof["fold"].to_numpy()
+            ranks = within_fold_ranks(oof[backbone].to_numpy(), folds)
+            entry["oof_auc"] = auc(labels, ranks, f"{backbone} OOF")
+            entry["pooled_auc"] = auc(labels, oof[backbone].to_numpy(), f"{backbone} OOF")
             complete.append(backbone)
         metrics["backbones"][backbone] = entry
     metrics["ensemble"] = None

@@ -61,10 +61,10 @@ def test_tiny_run_end_to_end_with_overrides_prints_auc_table(demo, tmp_path):
     assert (resolved.weights, resolved.epochs, resolved.image_size, resolved.data) == (None, 1, 32, str(demo))
     lines = result.stdout.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("backbone"))
-    assert lines[header].split() == ["backbone", "fold0", "fold1", "OOF"]
+    assert lines[header].split() == ["backbone", "fold0", "fold1", "OOF", "pooled"]
     metrics = json.loads((run / "metrics.json").read_text())
     tiny = lines[header + 2].split()
-    assert tiny[0] == "tinycnn" and float(tiny[-1]) == pytest.approx(
+    assert tiny[0] == "tinycnn" and float(tiny[-2]) == pytest.approx(
         metrics["backbones"]["tinycnn"]["oof_auc"], abs=1e-4
     )
     ensemble = lines[header + 3].split()

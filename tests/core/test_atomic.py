@@ -26,3 +26,12 @@ def test_crash_keeps_old_content(tmp_path: Path) -> None:
         raise RuntimeError("crash mid-write")
     assert target.read_text() == '{\n  "v": 1\n}\n'
     assert [p.name for p in tmp_path.iterdir()] == ["manifest.json"]
+
+
+def test_outputs_get_normal_permissions(tmp_path: Path) -> None:
+    import os
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    atomic.write_text(tmp_path / "a.csv", "x")
+    assert (tmp_path / "a.csv").stat().st_mode & 0o777 == 0o666 & ~mask

@@ -11,7 +11,7 @@ import pytest
 
 from tbensemble.core.config import build_config
 from tbensemble.core.errors import ArtifactError, ConfigError
-from tbensemble.core.metrics import auc
+from tbensemble.core.metrics import auc, within_fold_ranks
 from tbensemble.data.folds import class_weights
 from tbensemble.data.phantoms import write_demo_dataset
 from tbensemble.train import trainer
@@ -65,9 +65,11 @@ def test_split_run_assembles_oof_then_resume_trains_nothing_and_force_retrains(d
             assert (fold_dir(run, "tinycnn", fold) / name).is_file(), (fold, name)
 
     oof = pd.read_csv(run / "oof.csv", dtype={"image_id": str})
-    assert list(oof.columns) == ["image_id", "label", "fold", "tinycnn", "ensemble"]
+    assert list(oof.columns) == ["image_id", "label", "fold", "tinycnn", "tinycnn@identity", "ensemble"]
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["backbones"]["tinycnn"]["oof_auc"] == pytest.approx(auc(oof["label"], oof["tinycnn"]))
+    ranked = within_fold_ranks(oof["tinycnn"].to_numpy(), oof["fold"].to_numpy())
+    assert metrics["backbones"]["tinycnn"]["oof_auc"] == pytest.approx(auc(oof["label"], ranked))
+    assert metrics["backbones"]["tinycnn"]["pooled_auc"] == pytest.approx(auc(oof["label"], oof["tinycnn"]))
     assert metrics["ensemble"]["oof_auc"] == pytest.approx(auc(oof["label"], oof["ensemble"]))
     history = pd.read_csv(fold_dir(run, "tinycnn", 0) / "history.csv")
     assert {"epoch", "phase", "loss", "val_auc", "seconds"} <= set(history.columns)
@@ -80,6 +82,8 @@ def test_split_run_assembles_oof_then_resume_trains_nothing_and_force_retrains(d
     paths = [str(demo / "train" / image_id) for image_id in val["image_id"]]
     scores = predict_tta(model, load_images(paths, 32), ["identity", "crop90"], batch_size=16)
     np.testing.assert_allclose(scores, val["tinycnn"].to_numpy(), atol=1e-6)
+    identity = predict_tta(model, load_images(paths, 32), ["identity"], batch_size=16)
+    np.testing.assert_allclose(identity, val["tinycnn@identity"].to_numpy(), atol=1e-6)
 
     before = mtimes(run)
 
