@@ -6,7 +6,7 @@ def test_engine_and_data_import_without_tensorflow():
     """Edge servers install tbensemble without TensorFlow: the predict path must never import it."""
     code = (
         "import sys\n"
-        "import tbensemble.engine.session, tbensemble.engine.ensemble, tbensemble.engine.predict\n"
+        "import tbensemble.engine.session, tbensemble.engine.ensemble, tbensemble.engine.predict, tbensemble.engine.cam\n"
         "import tbensemble.data.decode, tbensemble.data.layout, tbensemble.data.views\n"
         "import tbensemble.core.manifest, tbensemble.core.calibration, tbensemble.cli.predict\n"
         "from tbensemble.cli import cli\n"
