@@ -33,6 +33,14 @@ import click
     default=None,
     help="Follow its row order and column names (default: sample_submission.csv beside the images folder).",
 )
+@click.option(
+    "--scale",
+    type=click.Choice(["batch", "historical"]),
+    default="batch",
+    show_default=True,
+    help="label = rank average within these images (batch), or each model's rank among its OOF scores "
+    "(historical: the scale the manifest's operating points are on, the same for one image or many).",
+)
 def command(
     artifacts: str,
     inputs: tuple[str, ...],
@@ -42,6 +50,7 @@ def command(
     batch_size: int,
     skip_bad: bool,
     sample_submission: str | None,
+    scale: str,
 ) -> None:
     """Score chest X-rays with the exported ensemble and write image_id,label.
 
@@ -65,10 +74,10 @@ def command(
     images = predict.collect_images(list(inputs))
     sample = Path(sample_submission) if sample_submission else predict.find_sample_submission(list(inputs))
     prediction = predict.predict_images(ensemble, images, batch_size=batch_size, skip_bad=skip_bad)
-    labels = ensemble.batch_ensemble(prediction.scores)
+    historical = ensemble.historical(prediction.scores)
+    labels = historical if scale == "historical" else ensemble.batch_ensemble(prediction.scores)
     path = predict.write_submission(prediction, labels, out, sample)
     if len(prediction.image_ids) <= predict.FEW_IMAGES:
-        historical = ensemble.historical(prediction.scores)
         calibrated = ensemble.calibrate(historical)
         decisions = ensemble.decide(historical)
         point = ensemble.operating_point

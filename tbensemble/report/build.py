@@ -104,8 +104,8 @@ def write_submission_report(
         manifest_points = manifest.ensemble.operating_points
         notes.append(
             f"Thresholds from {Path(artifacts) / MANIFEST_NAME} are on the historical-rank scale: they mean what the "
-            "manifest says only if this submission was scored on that scale (one image at a time, as on an edge "
-            "server), not with the batch rank average."
+            "manifest says only if this submission was scored on that scale ('tbens predict --scale historical', "
+            "as on an edge server), not with the default batch rank average."
         )
     else:
         notes.append(

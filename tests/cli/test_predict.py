@@ -82,3 +82,14 @@ def test_device_cuda_without_cuda_fails_loudly(artifacts, tmp_path):
         assert result.exit_code == 0, result.output
     else:
         assert result.exit_code == 2 and "error: --device cuda:" in result.output and "not CUDA" in result.output
+
+
+def test_historical_scale_writes_the_per_image_scores(artifacts, tmp_path):
+    write_images(tmp_path / "test", 3, seed=23)
+    result = run(
+        "--artifacts", artifacts, "--images", tmp_path / "test", "--out", tmp_path / "h.csv", "--scale", "historical"
+    )
+    assert result.exit_code == 0, result.output
+    frame = pd.read_csv(tmp_path / "h.csv")
+    printed = [float(line.split("score ")[1].split()[0]) for line in result.output.splitlines() if " score " in line]
+    assert frame["label"].round(4).tolist() == printed
