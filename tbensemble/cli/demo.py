@@ -75,8 +75,8 @@ def command(data: str, out: str, config_path: str, device: str, force: bool) -> 
     click.echo(f"[2/5] training {', '.join(config.backbones)} × {config.folds} folds at {config.image_size} px")
     summary = train_folds(config, force=force)
 
-    click.echo("[3/5] exporting every fold model to ONNX (parity checked against Keras)")
-    export_run(run)
+    click.echo("[3/5] exporting every fold model to ONNX (parity checked against Keras, Platt calibration)")
+    export_run(run, calibration="platt")
 
     click.echo("[4/5] predicting the test set with ONNX Runtime")
     ensemble = Ensemble.load(run, device=device)
