@@ -11,8 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sklearn.isotonic import IsotonicRegression
-from sklearn.linear_model import LogisticRegression
 
 from tbensemble.core.errors import ArtifactError, DataError
 from tbensemble.core.metrics import check_scores
@@ -38,6 +36,8 @@ def fit_calibration(scores: np.ndarray, labels: np.ndarray, method: str) -> dict
     if np.unique(labels).size < 2:
         raise DataError(f"calibration: needs both classes; all {labels.size} labels are {labels.flat[0]}")
     if method == "platt":
+        from sklearn.linear_model import LogisticRegression  # fitting only: the engine replays with numpy
+
         model = LogisticRegression(C=1e6, max_iter=1000)
         model.fit(_logit(scores, LOGIT_EPS)[:, None], labels)
         return {
@@ -48,6 +48,8 @@ def fit_calibration(scores: np.ndarray, labels: np.ndarray, method: str) -> dict
             "b": float(model.intercept_[0]),
             "n": int(scores.size),
         }
+    from sklearn.isotonic import IsotonicRegression  # fitting only: the engine replays with numpy
+
     iso = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True, out_of_bounds="clip")
     iso.fit(scores, labels)
     return {

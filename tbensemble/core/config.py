@@ -135,12 +135,6 @@ def _validate(config: TrainConfig, source: str) -> None:
             raise _fail(f"ensemble_weights.{name}", f"must be a number >= 0, got {weight!r}", source)
     if config.ensemble_weights and not any(config.ensemble_weights.get(b, 1.0) > 0 for b in config.backbones):
         raise _fail("ensemble_weights", "gives every backbone weight 0", source)
-    if config.weights not in (None, "imagenet") and not os.path.exists(config.weights):
-        raise _fail(
-            "weights",
-            f"must be imagenet, null or an existing file/folder; {config.weights!r} does not exist",
-            source,
-        )
 
 
 def build_config(raw: dict[str, Any], source: str = "config") -> TrainConfig:

@@ -7,14 +7,16 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score, roc_curve
 
 from tbensemble.core.errors import DataError
 
 
 def check_scores(scores: np.ndarray, what: str = "scores") -> np.ndarray:
     """Return ``scores`` as float64, refusing NaN or infinity (they would silently poison ranks and AUC)."""
-    array = np.asarray(scores, dtype=np.float64)
+    try:
+        array = np.asarray(scores, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DataError(f"{what}: scores are not all numbers") from None
     bad = ~np.isfinite(array)
     if bad.any():
         raise DataError(f"{what}: {int(bad.sum())} of {array.size} scores are NaN or infinite")
@@ -28,6 +30,8 @@ def auc(labels: np.ndarray, scores: np.ndarray, what: str = "scores") -> float:
         raise DataError(
             f"{what}: AUC needs both classes; all {labels.size} labels are {labels.flat[0] if labels.size else 'absent'}"
         )
+    from sklearn.metrics import roc_auc_score  # not at import: the edge engine needs only the rank arithmetic
+
     return float(roc_auc_score(labels, check_scores(scores, what)))
 
 
@@ -119,6 +123,8 @@ def operating_points(
     labels = np.asarray(labels).astype(int)
     scores = check_scores(scores)
     auc(labels, scores, "operating points")
+    from sklearn.metrics import roc_curve
+
     fpr, tpr, thresholds = roc_curve(labels, scores, drop_intermediate=False)
     finite = np.isfinite(thresholds)
     fpr, tpr, thresholds = fpr[finite], tpr[finite], thresholds[finite]

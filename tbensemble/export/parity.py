@@ -89,7 +89,7 @@ def parity_images(run_dir: Path, data_dir: str, fold: int, n: int, size: int) ->
         frame = load_training_set(data_path)
         folds_csv = run_dir / "folds.csv"
         if folds_csv.is_file():
-            folds = pd.read_csv(folds_csv, usecols=["image_id", "fold"])
+            folds = pd.read_csv(folds_csv, usecols=["image_id", "fold"], dtype={"image_id": str})
             frame = frame.merge(folds, on="image_id", how="left")
             frame = frame.assign(own=(frame["fold"] == fold)).sort_values("own", ascending=False, kind="stable")
         paths = frame["path"].head(n).tolist()

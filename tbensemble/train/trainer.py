@@ -29,7 +29,7 @@ from tbensemble.core.config import TrainConfig, config_to_dict, dump_config
 from tbensemble.core.errors import ArtifactError, ConfigError
 from tbensemble.core.metrics import auc, oof_ensemble, within_fold_ranks
 from tbensemble.data.folds import assign_folds, class_weights
-from tbensemble.data.layout import load_training_set
+from tbensemble.data.validate import validate_training_set
 from tbensemble.train.backbones import build_model, check_weights
 from tbensemble.train.callbacks import BestCheckpoint, EpochProgress, RunClock
 from tbensemble.train.pipeline import decode_error, load_images, training_dataset, validation_dataset
@@ -200,6 +200,8 @@ def _train_job(config: TrainConfig, job: Job, table: pd.DataFrame, run: Path, cl
             history = _fit(model, train_ds, val_ds, epochs=config.epochs, initial_epoch=warmup, callbacks=callbacks)
             histories.append(("fine_tune" if pretrained else "train", history.history))
 
+        if checkpoint.best_epoch == 0:
+            raise ArtifactError(f"{folder}: no epoch gave a finite validation AUC, so no checkpoint was saved")
         best = keras.models.load_model(folder / "model.keras")
         images = load_images(val_rows["path"].tolist(), config.image_size)
         views = list(dict.fromkeys(["identity", *config.tta]))
@@ -322,7 +324,7 @@ def train_folds(
     jobs = _select(config, backbones, folds)
     check_weights(sorted({job.backbone for job in jobs}), config.weights)
     mixed = _mixed_precision(config.mixed_precision)
-    frame = load_training_set(config.data)
+    frame = validate_training_set(config.data)
     run = Path(config.out)
     run.mkdir(parents=True, exist_ok=True)
     _write_config(run, config, force)

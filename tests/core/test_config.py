@@ -50,7 +50,7 @@ def test_dump_round_trips(tmp_path: Path) -> None:
         ("tta: [identity, spin]\n", "'tta' has unknown view 'spin'; allowed: identity, hflip"),
         ("augment: {rotate: 3}\n", "'augment.rotate' is not known; allowed: rotation_deg"),
         ("augment: {zoom: -1}\n", "'augment.zoom' must be >= 0"),
-        ("weights: /no/such/file.h5\n", "'weights' must be imagenet, null or an existing file"),
+        ("weights: 3\n", "'weights' must be imagenet, null or a path"),
         ("ensemble_weights: {vgg16: 1}\n", "'ensemble_weights.vgg16' names no backbone"),
         ("learning_rate: 0\n", "'learning_rate' must be > 0"),
         ("epochs: true\n", "'epochs' must be int"),

@@ -52,6 +52,8 @@ def test_auc_matches_sklearn_and_refuses_bad_input() -> None:
     assert auc(labels, scores) == pytest.approx(roc_auc_score(labels, scores))
     with pytest.raises(DataError, match="AUC needs both classes"):
         auc(np.ones(4), scores[:4])
+    with pytest.raises(DataError, match="submission: scores are not all numbers"):
+        auc(labels, np.array(["0.1", "high", "0.3", "0.4", "0.5", "0.6"], dtype=object), "submission")
     with pytest.raises(DataError, match="1 of 6 scores are NaN"):
         auc(labels, np.array([0, 1, 2, 3, 4, np.nan]))
 
