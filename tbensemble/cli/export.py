@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import click
 
+MIN_PARITY_IMAGES = 16
+"""Fewer images than this would make the Keras-vs-ONNX parity check too thin to trust."""
+
 
 @click.command("export")
 @click.argument("run", type=click.Path(exists=True, file_okay=False))
@@ -12,7 +15,7 @@ import click
     "--parity-images",
     default=16,
     show_default=True,
-    type=click.IntRange(min=16),
+    type=click.IntRange(min=MIN_PARITY_IMAGES),
     help="Images compared between Keras and ONNX Runtime per model (the run's own data when still on disk).",
 )
 @click.option(

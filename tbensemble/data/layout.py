@@ -39,6 +39,11 @@ def natural_key(name: str) -> tuple:
     return tuple(int(p) if i % 2 else p.lower() for i, p in enumerate(parts)), name
 
 
+def example_list(items: list[str]) -> str:
+    """The first few items, comma-separated, with ', ...' when there are more: the examples in an error line."""
+    return ", ".join(items[:MAX_EXAMPLES]) + (", ..." if len(items) > MAX_EXAMPLES else "")
+
+
 def summarise_items(what: str, items: list[str]) -> str:
     """'what: a, b, c' for a few items, '12 what, e.g. a, b, c' for many: one problem stays one short clause."""
     if len(items) <= MAX_EXAMPLES:

@@ -21,9 +21,9 @@ from tqdm import tqdm
 from tbensemble.core.errors import DataError
 from tbensemble.data.decode import DICOM_SUFFIXES, decode_gray, error_reason, has_dicom_preamble
 from tbensemble.data.layout import (
-    MAX_EXAMPLES,
     TEST_DIR,
     child_dir,
+    example_list,
     list_images,
     problems_error,
     read_sample_submission,
@@ -74,8 +74,7 @@ def check_decodable(paths: Sequence[str], what: str = "images") -> str | None:
     failures = [r for r in results if r is not None]
     if not failures:
         return None
-    examples = ", ".join(failures[:MAX_EXAMPLES]) + (", ..." if len(failures) > MAX_EXAMPLES else "")
-    return f"{len(failures)} of {len(paths)} {what} cannot be decoded: {examples}"
+    return f"{len(failures)} of {len(paths)} {what} cannot be decoded: {example_list(failures)}"
 
 
 def class_problems(data_dir: PathLike, frame: pd.DataFrame) -> list[str]:
@@ -145,8 +144,9 @@ def _sample_submission_problems(root: Path, test_files: pd.DataFrame | None) -> 
     missing = sorted(set(table.iloc[:, 0]) - set(test_files["image_id"]))
     if not missing:
         return []
-    examples = ", ".join(missing[:MAX_EXAMPLES]) + (", ..." if len(missing) > MAX_EXAMPLES else "")
-    return [f"{path}: {len(missing)} id{'s' if len(missing) > 1 else ''} with no file in {TEST_DIR}/: {examples}"]
+    return [
+        f"{path}: {len(missing)} id{'s' if len(missing) > 1 else ''} with no file in {TEST_DIR}/: {example_list(missing)}"
+    ]
 
 
 def summarise_dataset(data_dir: PathLike, check_decode: bool = False) -> dict[str, Any]:
@@ -172,8 +172,7 @@ def summarise_dataset(data_dir: PathLike, check_decode: bool = False) -> dict[st
         if problem:
             problems.append(problem)
     elif unreadable:
-        examples = ", ".join(unreadable[:MAX_EXAMPLES]) + (", ..." if len(unreadable) > MAX_EXAMPLES else "")
-        problems.append(f"{len(unreadable)} of {len(paths)} images have no readable header: {examples}")
+        problems.append(f"{len(unreadable)} of {len(paths)} images have no readable header: {example_list(unreadable)}")
     counts = frame["label"].value_counts()
     return {
         "data_dir": str(data_dir),

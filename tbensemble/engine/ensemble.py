@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -69,9 +70,14 @@ class Ensemble:
         views = check_tta(tta, manifest) if tta else list(manifest.ensemble.tta)
         return cls(manifest, sessions, providers, views, sizes.pop())
 
-    @property
+    @cached_property
     def weights(self) -> dict[str, float]:
         return {m.name: m.weight for m in self.manifest.models}
+
+    @cached_property
+    def references(self) -> dict[str, np.ndarray]:
+        """Each model's sorted OOF scores as arrays, built once rather than on every scored batch."""
+        return {m.name: np.asarray(m.oof_scores_sorted) for m in self.manifest.models}
 
     def score(self, images: np.ndarray) -> dict[str, np.ndarray]:
         """Per model, the mean probability over TTA views of uint8 images (N, S, S); one session call each."""
@@ -93,8 +99,7 @@ class Ensemble:
 
     def historical(self, scores: dict[str, np.ndarray]) -> np.ndarray:
         """Per-image ensemble on the historical-rank scale (each model against its stored OOF scores)."""
-        entries = {m.name: m for m in self.manifest.models}
-        ranks = {name: historical_rank(s, np.asarray(entries[name].oof_scores_sorted)) for name, s in scores.items()}
+        ranks = {name: historical_rank(s, self.references[name]) for name, s in scores.items()}
         return weighted_rank_average(ranks, self.weights)
 
     @property

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from tbensemble.core import atomic
 from tbensemble.core.errors import DataError
 from tbensemble.data.decode import is_image_file, load_image
-from tbensemble.data.layout import list_images, read_sample_submission
+from tbensemble.data.layout import example_list, list_images, read_sample_submission
 from tbensemble.engine.ensemble import Ensemble
 
 SUBMISSION_COLUMNS = ("image_id", "label")
@@ -144,10 +144,6 @@ def find_sample_submission(inputs: list[str | os.PathLike[str]]) -> Path | None:
     return None
 
 
-def _examples(values: list[str], n: int = 3) -> str:
-    return ", ".join(values[:n]) + (", ..." if len(values) > n else "")
-
-
 def submission_frame(
     image_ids: list[str], labels: np.ndarray, sample_path: Path | None = None, skipped: list[str] | None = None
 ) -> pd.DataFrame:
@@ -161,13 +157,14 @@ def submission_frame(
     if not set(wanted) & set(by_id):
         by_id = {Path(i).stem: v for i, v in by_id.items()}
         skipped = [Path(i).stem for i in skipped or []]
-    missing = [i for i in wanted if i not in by_id and i not in set(skipped or [])]
+    skipped_ids = set(skipped or [])
+    missing = [i for i in wanted if i not in by_id and i not in skipped_ids]
     extra = sorted(set(by_id) - set(wanted))
     if missing or extra:
         raise DataError(
             f"{sample_path}: ids differ from the images: {len(missing)} in the sample but not among the images"
-            f"{f' (e.g. {_examples(missing)})' if missing else ''}, {len(extra)} images not in the sample"
-            f"{f' (e.g. {_examples(extra)})' if extra else ''}"
+            f"{f' (e.g. {example_list(missing)})' if missing else ''}, {len(extra)} images not in the sample"
+            f"{f' (e.g. {example_list(extra)})' if extra else ''}"
         )
     rows = [i for i in wanted if i in by_id]
     return pd.DataFrame({id_column: rows, label_column: [by_id[i] for i in rows]})

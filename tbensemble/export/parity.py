@@ -16,7 +16,6 @@ import pandas as pd
 from tbensemble.core.errors import ArtifactError, TbensError
 
 PROBABILITY_TOLERANCE = 1e-4
-MIN_IMAGES = 16
 
 log = logging.getLogger(__name__)
 
