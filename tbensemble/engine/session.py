@@ -14,7 +14,7 @@ from pathlib import Path
 import onnxruntime as ort
 from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidGraph, InvalidProtobuf, NoSuchFile
 
-from tbensemble.core.errors import TbensError
+from tbensemble.core.errors import DeviceError, TbensError
 
 DEVICES = ("auto", "cuda", "cpu")
 CUDA = "CUDAExecutionProvider"
@@ -90,7 +90,7 @@ def make_session(
         raise TbensError(f"{path}: onnxruntime cannot load this model ({str(exc).splitlines()[0]})") from None
     provider = session.get_providers()[0]
     if device == "cuda" and provider != CUDA:
-        raise TbensError(
+        raise DeviceError(
             f"--device cuda: {path} runs on {provider}, not CUDA ({reason or 'onnxruntime could not start CUDA; check the CUDA 12 and cuDNN 9 libraries'}); "
             "use --device cpu or auto to run on the CPU"
         )

@@ -21,7 +21,7 @@ import numpy as np
 
 from tbensemble import __version__
 from tbensemble.core import atomic
-from tbensemble.core.errors import ArtifactError
+from tbensemble.core.errors import ArtifactError, TbensError
 from tbensemble.core.registry import BACKBONES
 
 OUTPUT_ROLES = ("probability", "logit", "features")
@@ -233,7 +233,7 @@ def export_run(
     run = Path(run_dir)
     config_path = run / "config.yaml"
     if not config_path.is_file():
-        raise ArtifactError(f"{config_path}: not found; is {run} a run folder written by 'tbens train-folds'?")
+        raise TbensError(f"{config_path}: not found; is {run} a run folder written by 'tbens train-folds'?")
     config = load_config(config_path)
     models = find_fold_models(run, config.backbones)
     oof_columns = set(manifest_builder.read_oof(run, []).columns)

@@ -11,7 +11,7 @@ import pandas as pd
 import yaml
 
 from tbensemble.core import atomic
-from tbensemble.core.errors import ArtifactError, DataError
+from tbensemble.core.errors import DataError
 from tbensemble.core.manifest import MANIFEST_NAME, load_manifest
 from tbensemble.core.metrics import within_fold_ranks
 from tbensemble.report import markdown, plots
@@ -52,7 +52,7 @@ def write_run_report(
     """Evaluate ``RUN/oof.csv`` (and the manifest's calibration, if exported) into ``out_dir`` (default RUN/report)."""
     run = Path(run_dir)
     if not run.is_dir():
-        raise ArtifactError(f"{run}: run folder not found")
+        raise DataError(f"{run}: run folder not found")
     out = Path(out_dir) if out_dir is not None else run / "report"
     oof = _read_csv(run / "oof.csv")
     calibration = load_manifest(run).ensemble.calibration if (run / MANIFEST_NAME).is_file() else None

@@ -3,6 +3,7 @@ import pytest
 from click.testing import CliRunner
 
 from tbensemble.cli import cli
+from tbensemble.core.errors import EXIT_ARTIFACT, EXIT_DEVICE
 from tbensemble.engine.session import why_no_cuda
 from tests.export.tinyrun import copy_artifacts, exported_run, write_images
 
@@ -51,7 +52,7 @@ def test_tampered_model_is_a_one_line_error_and_no_submission(artifacts, tmp_pat
     model.write_bytes(model.read_bytes() + b"x")
     write_images(tmp_path / "test", 2, seed=23)
     result = run("--artifacts", copy, "--images", tmp_path / "test", "--out", tmp_path / "s.csv")
-    assert result.exit_code == 2
+    assert result.exit_code == EXIT_ARTIFACT
     assert result.output.strip().startswith(f"error: {model}: sha256")
     assert result.output.strip().count("\n") == 0
     assert not (tmp_path / "s.csv").exists()
@@ -81,7 +82,9 @@ def test_device_cuda_without_cuda_fails_loudly(artifacts, tmp_path):
     if why_no_cuda() is None:
         assert result.exit_code == 0, result.output
     else:
-        assert result.exit_code == 2 and "error: --device cuda:" in result.output and "not CUDA" in result.output
+        assert (
+            result.exit_code == EXIT_DEVICE and "error: --device cuda:" in result.output and "not CUDA" in result.output
+        )
 
 
 def test_historical_scale_writes_the_per_image_scores(artifacts, tmp_path):
