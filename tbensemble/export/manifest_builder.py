@@ -10,11 +10,13 @@ from pathlib import Path
 import pandas as pd
 
 from tbensemble import __version__
+from tbensemble.core import decisions as rules
 from tbensemble.core.calibration import fit_calibration
 from tbensemble.core.config import TrainConfig
 from tbensemble.core.errors import ArtifactError
 from tbensemble.core.manifest import SCHEMA_VERSION, EnsembleEntry, InputSpec, Manifest, ModelEntry, sha256_of
-from tbensemble.core.metrics import auc, check_scores, operating_points, quantile_reference
+from tbensemble.core.metrics import auc, check_scores, quantile_reference
+from tbensemble.export import decision_reference
 from tbensemble.export.onnx_export import ExportedModel
 
 
@@ -60,18 +62,46 @@ def model_entry(exported: ExportedModel, file: Path, oof: pd.DataFrame, weight: 
     )
 
 
-def ensemble_entry(config: TrainConfig, oof: pd.DataFrame, calibration: str | None) -> EnsembleEntry:
-    """Operating points (and calibration) on the OOF ensemble, the historical-rank scale the engine uses."""
+def ensemble_entry(
+    config: TrainConfig, oof: pd.DataFrame, calibration: str | None, refer: dict | None = None
+) -> EnsembleEntry:
+    """Operating points (the guaranteed one the default), calibration and the drift reference on the OOF
+    ensemble, the historical-rank scale the engine uses."""
     labels = oof["label"].to_numpy().astype(int)
     scores = check_scores(oof["ensemble"].to_numpy(), "oof.csv column ensemble")
-    points = operating_points(labels, scores, target_sensitivity=config.target_sensitivity)
+    points, default = rules.decision_points(labels, scores, config.target_sensitivity)
     return EnsembleEntry(
         tta=list(config.tta),
-        operating_points={name: point.to_dict() for name, point in points.items()},
-        default_operating_point=f"sensitivity>={config.target_sensitivity:.2f}",
+        operating_points=points,
+        default_operating_point=default,
         oof_auc=auc(labels, scores, "oof.csv column ensemble"),
         calibration=fit_calibration(scores, labels, calibration) if calibration else None,
+        refer=refer,
+        drift=rules.drift_reference(scores),
     )
+
+
+def refer_entry(
+    run_dir: Path, config: TrainConfig, oof: pd.DataFrame, models: list[ModelEntry], files: dict[str, Path]
+) -> dict:
+    """The refer rules' thresholds: backbone disagreement from oof.csv, feature distance from the run's images."""
+    backbones = list(dict.fromkeys(m.backbone for m in models))
+    feature_models = {
+        m.name: {"path": files[m.name], "fold": m.fold, "input": m.input.name, "features": m.outputs["features"]}
+        for m in models
+        if "features" in m.outputs
+    }
+    features = None
+    if len(feature_models) == len(models):
+        weights = {m.name: m.weight for m in models}
+        features = decision_reference.feature_rule(
+            run_dir, config.data, config.image_size, list(config.tta), feature_models, weights
+        )
+    return {
+        "quantile": rules.REFER_QUANTILE,
+        "disagreement": decision_reference.disagreement_rule(oof, backbones),
+        "features": features,
+    }
 
 
 def build_manifest(
@@ -101,5 +131,5 @@ def build_manifest(
         run=run_dir.name,
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         models=models,
-        ensemble=ensemble_entry(config, oof, calibration),
+        ensemble=ensemble_entry(config, oof, calibration, refer_entry(run_dir, config, oof, models, files)),
     )

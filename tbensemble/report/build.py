@@ -14,7 +14,7 @@ from tbensemble.core import atomic
 from tbensemble.core.errors import DataError
 from tbensemble.core.manifest import MANIFEST_NAME, load_manifest
 from tbensemble.core.metrics import within_fold_ranks
-from tbensemble.report import markdown, plots
+from tbensemble.report import decisions, markdown, plots
 from tbensemble.report.evaluate import (
     evaluate_oof,
     evaluate_submission,
@@ -55,7 +55,8 @@ def write_run_report(
         raise DataError(f"{run}: run folder not found")
     out = Path(out_dir) if out_dir is not None else run / "report"
     oof = _read_csv(run / "oof.csv")
-    calibration = load_manifest(run).ensemble.calibration if (run / MANIFEST_NAME).is_file() else None
+    manifest = load_manifest(run) if (run / MANIFEST_NAME).is_file() else None
+    calibration = manifest.ensemble.calibration if manifest else None
     results = evaluate_oof(
         oof,
         n_bootstrap=n_bootstrap,
@@ -80,9 +81,30 @@ def write_run_report(
     }
     briers = {row["name"]: row["brier"] for row in results["calibration"]["rows"]}
     plots.reliability_plot(labels, probabilities, briers, out / FIGURES["Reliability"])
+    if manifest is not None:
+        results["shipped"] = decisions.shipped_points(manifest, labels, ensemble)
+    results["refer_coverage"] = decisions.oof_disagreement_coverage(oof, results["backbones"])
     atomic.write_json(out / "metrics.json", results)
     report = out / "report.md"
     atomic.write_text(report, markdown.run_report(results, FIGURES, run.name))
+    return report
+
+
+def write_decisions_report(
+    decisions_path: str | os.PathLike[str], truth_path: str | os.PathLike[str], out_dir: str | os.PathLike[str]
+) -> Path:
+    """A decisions CSV against truth: refer rates, coverage, sensitivity with refer counted as flagged."""
+    decisions_path, truth_path = Path(decisions_path), Path(truth_path)
+    results = decisions.evaluate_decisions(_read_csv(decisions_path), _read_csv(truth_path), str(decisions_path))
+    out = Path(out_dir)
+    atomic.write_json(out / "metrics.json", results)
+    report = out / "report.md"
+    lines = [
+        f"# Decisions `{decisions_path.name}` against `{truth_path.name}`",
+        "",
+        *decisions.decisions_markdown(results),
+    ]
+    atomic.write_text(report, "\n".join(lines))
     return report
 
 

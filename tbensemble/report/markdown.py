@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from tbensemble.report.decisions import shipped_points_markdown
+
 
 def _ci(result: Mapping[str, float]) -> str:
     return f"{result['auc']:.3f} [{result['ci_low']:.3f}, {result['ci_high']:.3f}]"
@@ -109,6 +111,8 @@ def run_report(results: Mapping[str, Any], figures: Mapping[str, str], run_name:
         "",
     ]
     lines += _points_table(results["operating_points"])
+    if results.get("shipped"):
+        lines += shipped_points_markdown(results["shipped"], results.get("refer_coverage"))
     calibration = results["calibration"]
     lines += [
         "## Calibration (Brier score, lower is better)",
