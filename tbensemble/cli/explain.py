@@ -47,10 +47,13 @@ def command(artifacts: str, images: tuple[str, ...], out: str, device: str) -> N
     from tbensemble.engine.ensemble import Ensemble
     from tbensemble.report.overlay import write_overlay
 
-    ensemble = Ensemble.load(artifacts, device=device)
-    point = ensemble.operating_point
     paths = [Path(p) for p in images]
     targets = _name_outputs(paths, Path(out))
+    atomic.check_output_path(out, protected_dir=artifacts, folder=True)
+    for target in [*targets, Path(out) / "explain.csv"]:
+        atomic.check_output_path(target, inputs=paths, protected_dir=artifacts)
+    ensemble = Ensemble.load(artifacts, device=device)
+    point = ensemble.operating_point
     rows, failures = [], []
     for path, target in zip(paths, targets, strict=True):
         try:

@@ -11,8 +11,6 @@ import gc
 import logging
 import multiprocessing
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -243,8 +241,7 @@ def export_run(
         models = [m for m in models if m[0] not in incomplete]
     if not models:
         raise ArtifactError(f"{run / 'oof.csv'}: no backbone with all folds finished; finish 'tbens train-folds' first")
-    staging = Path(tempfile.mkdtemp(prefix=".onnx-staging-", dir=run))
-    try:
+    with atomic.temporary_folder(run, ".onnx-staging-") as staging:
         jobs = []
         for backbone, fold, model_path in models:
             images, source = parity.parity_images(run, config.data, fold, n_parity_images, config.image_size)
@@ -269,5 +266,3 @@ def export_run(
         for entry in manifest.models:
             os.replace(files[entry.name], run / entry.file)
         return save_manifest(manifest, run)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
