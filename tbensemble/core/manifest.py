@@ -33,6 +33,8 @@ SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 MAX_MANIFEST_BYTES = 64 << 20
 """A manifest is a few MB at most (OOF references of up to 2001 points per model); more is not one."""
+MAX_MODEL_BYTES = (2 << 30) - 1
+"""Protobuf cannot serialise 2 GB; a larger ``.onnx`` must keep tensors outside, which is refused anyway."""
 OUTPUT_ROLES = ("probability", "logit", "features")
 """The outputs the engine runs: ``probability`` to score, ``features`` with the head for CAM heatmaps."""
 
@@ -189,7 +191,10 @@ def _number(value: Any, where: str, rule: dict[str, Any], integer: bool) -> floa
 
 
 def _scalar(value: Any, hint: Any, where: str, rule: dict[str, Any]) -> Any:
-    if hint is int or hint is float:
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise _Invalid(where, f"{_shown(value)} is not true or false")
+    elif hint is int or hint is float:
         value = _number(value, where, rule, integer=hint is int)
     elif hint is str:
         if not isinstance(value, str) or not value:
@@ -388,15 +393,22 @@ def read_model(manifest: Manifest, entry: ModelEntry) -> bytes:
     resolved = model_path.resolve()
     if not _is_inside(resolved, root):
         raise ArtifactError(f"{label}: {where} leads outside the artifacts folder (a symlink?); refused")
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)  # a FIFO must not hang the load
     try:
-        status = os.stat(resolved)
+        handle = os.fdopen(os.open(resolved, flags), "rb")
     except FileNotFoundError:
         raise ArtifactError(f"{model_path}: model file listed in the manifest is missing") from None
     except OSError as exc:
         raise ArtifactError(f"{model_path}: cannot read the model file ({exc.strerror})") from None
-    if not stat.S_ISREG(status.st_mode):
-        raise ArtifactError(f"{model_path}: not a regular file; a model must be a plain .onnx file")
-    data = resolved.read_bytes()
+    with handle:
+        status = os.fstat(handle.fileno())
+        if not stat.S_ISREG(status.st_mode):
+            raise ArtifactError(f"{model_path}: not a regular file; a model must be a plain .onnx file")
+        if status.st_size > MAX_MODEL_BYTES:
+            raise ArtifactError(
+                f"{model_path}: {status.st_size} bytes is above protobuf's 2 GB limit: not a single-file ONNX model"
+            )
+        data = handle.read()
     actual = hashlib.sha256(data).hexdigest()
     if actual != entry.sha256:
         raise ArtifactError(
