@@ -164,6 +164,11 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+def _key(key: str) -> str:
+    """A JSON key as shown in a key path: plain when printable, else quoted, so the error stays one line."""
+    return key if re.fullmatch(r"[\w.<>=+-]{1,60}", key) else json.dumps(key[:60])
+
+
 def _kind(value: Any) -> str:
     return {dict: "an object", list: "a list", str: "a string", bool: "true/false", type(None): "null"}.get(
         type(value), "a number"
@@ -233,7 +238,7 @@ def _convert(value: Any, hint: Any, where: str, rule: dict[str, Any] | None = No
             raise _Invalid(where, f"{_shown(value)} ({_kind(value)}) is not an object")
         if rule.get("non_empty") and not value:
             raise _Invalid(where, "is empty")
-        return {key: _convert(item, args[1], f"{where}.{key}") for key, item in value.items()}
+        return {key: _convert(item, args[1], f"{where}.{_key(key)}") for key, item in value.items()}
     return _scalar(value, hint, where, rule)
 
 
@@ -246,7 +251,7 @@ def _dataclass(value: Any, cls: type, where: str) -> Any:
     prefix = f"{where}." if where else ""
     unknown = sorted(set(value) - set(fields))
     if unknown:
-        raise _Invalid(f"{prefix}{unknown[0]}", "unknown key (written by another tbensemble version?)")
+        raise _Invalid(f"{prefix}{_key(unknown[0])}", "unknown key (written by another tbensemble version?)")
     kwargs = {}
     for name, spec in fields.items():
         if name in value:
@@ -298,11 +303,11 @@ def _check_manifest(manifest: Manifest) -> None:
         _check_model_file(entry.file, f"{where}.file")
     ensemble = manifest.ensemble
     for name, point in ensemble.operating_points.items():
-        _number(point.get("threshold"), f"ensemble.operating_points.{name}.threshold", {}, integer=False)
+        _number(point.get("threshold"), f"ensemble.operating_points.{_key(name)}.threshold", {}, integer=False)
     if ensemble.default_operating_point not in ensemble.operating_points:
         raise _Invalid(
             "ensemble.default_operating_point",
-            f"{ensemble.default_operating_point!r} is not among {list(ensemble.operating_points)}",
+            f"{_shown(ensemble.default_operating_point)} is not among {_shown(list(ensemble.operating_points))}",
         )
     if ensemble.calibration is not None:
         _check_calibration(ensemble.calibration, "ensemble.calibration")

@@ -186,10 +186,14 @@ def test_garbage_files(tmp_path: Path) -> None:
         (lambda d: d.update(models=42), "models: 42 (a number) is not a list"),
         (lambda d: d["models"].__setitem__(0, "x"), 'models[0]: "x" (a string) is not an object'),
         (lambda d: d["ensemble"].update(tta=["spin"]), 'ensemble.tta[0]: "spin" is not one of identity'),
-        (lambda d: d["ensemble"].update(default_operating_point="other"), "'other' is not among ['youden']"),
+        (lambda d: d["ensemble"].update(default_operating_point="other"), "\"other\" is not among ['youden']"),
         (lambda d: d["models"][0].update(file="/etc/shadow"), 'models[0].file: "/etc/shadow" is not a relative path'),
         (lambda d: d["models"][0].update(file="../../x.onnx"), 'models[0].file: "../../x.onnx" is not a relative'),
         (lambda d: d["models"][0].update(file="onnx/model.bin"), "is not an .onnx file"),
+        (
+            lambda d: d["ensemble"]["operating_points"].update({"a\nb": {"threshold": "x"}}),
+            'ensemble.operating_points."a\\nb".threshold: "x" (a string) is not a finite number',
+        ),
     ],
 )
 def test_every_field_is_checked_in_one_line_naming_the_key(tmp_path: Path, change, message) -> None:
