@@ -119,3 +119,19 @@ def test_the_bytes_hashed_are_the_bytes_run(tmp_path: Path, monkeypatch) -> None
     original = write_tiny_run(tmp_path / "again", n_models=1)
     monkeypatch.undo()
     np.testing.assert_allclose(swapped_score, Ensemble.load(original, device="cpu").score(image)["tinycnn-f0"])
+
+
+def test_model_with_external_data_is_refused_even_with_its_sha_updated(tmp_path: Path, monkeypatch) -> None:
+    """The sha256 covers the .onnx only: weights in weights.bin could change scores unseen, so they are refused.
+    The working directory holds a weights.bin too, where ONNX Runtime would look for a model given as bytes."""
+    run = write_tiny_run(tmp_path / "run")
+    head, bias = BRIGHTNESS_HEAD
+    proto = onnx.load_model_from_string(tiny_model(BRIGHTNESS_KERNEL, BRIGHTNESS_BIAS, head, bias))
+    path = run / "onnx" / "tinycnn-f1.onnx"
+    onnx.save_model(proto, path, save_as_external_data=True, location="weights.bin", size_threshold=0)
+    (tmp_path / "weights.bin").write_bytes((run / "onnx" / "weights.bin").read_bytes())
+    monkeypatch.chdir(tmp_path)
+    data = json.loads((run / "manifest.json").read_text())
+    data["models"][1]["sha256"] = sha256_of(path)
+    (run / "manifest.json").write_text(json.dumps(data))
+    refused(run, "tinycnn-f1.onnx: stores 4 tensor(s) in external data files (e.g. 'conv_w')")
