@@ -148,6 +148,17 @@ def can_decode(uid: str | None) -> bool:
         return False
 
 
+def missing_decoder(uid: str | None) -> str:
+    """Why ``uid`` cannot be decoded here: the plugins pydicom would need, or that it has no decoder at all."""
+    from pydicom.pixels import get_decoder
+
+    try:
+        needed = get_decoder(uid).missing_dependencies
+    except NotImplementedError:
+        return "pydicom has no decoder for it"
+    return "; ".join(needed) or "no decoder plugin available"
+
+
 def first_frame(path: PathLike, header: DicomHeader) -> np.ndarray:
     """The first frame's stored values (rows × columns, × samples for colour), whatever the codec.
 
