@@ -9,6 +9,7 @@ declares a huge image (a decompression bomb) is refused in one line instead of f
 from __future__ import annotations
 
 import os
+import re
 import unicodedata
 import warnings
 from dataclasses import dataclass
@@ -96,7 +97,7 @@ def check_name(path: PathLike) -> None:
     name = os.fsdecode(Path(path).name)
     bad = [c for c in name if unicodedata.category(c) in ("Cc", "Cs")]
     if bad:
-        raise ImageRefused(f"file name holds {repr(bad[0])[1:-1]!r}, a control character or non-UTF-8 byte")
+        raise ImageRefused(f"file name holds {bad[0]!r}, a control character or non-UTF-8 byte")
 
 
 def has_dicom_preamble(path: PathLike) -> bool:
@@ -209,8 +210,12 @@ def _open_pillow(path: PathLike) -> Image.Image:
     """``Image.open`` (header only); Pillow's own bomb check is reported as the limit it enforces here."""
     try:
         return Image.open(path)
-    except Image.DecompressionBombError:
-        raise ImageRefused(f"declares more than {max_pixels() / 1e6:g} megapixels, the limit (--max-pixels)") from None
+    except Image.DecompressionBombError as exc:
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        declared = f"{int(found.group(1)) / 1e6:.1f}" if found else "more than the"
+        raise ImageRefused(
+            f"declares {declared} megapixels, above the {max_pixels() / 1e6:g}-megapixel limit (--max-pixels)"
+        ) from None
 
 
 def _open_gray(path: PathLike, size: int | None) -> Image.Image:

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from tbensemble.core import atomic
 from tbensemble.core.errors import DataError
-from tbensemble.data.decode import is_image_file, load_image
+from tbensemble.data.decode import is_image_file, load_image, shown_path
 from tbensemble.data.layout import example_list, list_images, read_sample_submission, submission_ids
 from tbensemble.engine.ensemble import Ensemble
 
@@ -131,7 +131,10 @@ def predict_images(
     return Prediction(
         image_ids=kept,
         scores={name: np.concatenate(parts) for name, parts in chunks.items()},
-        skipped=[{"image_id": ids[i], "path": paths[i], "reason": str(error)} for i, error in bad],
+        # Escaped (shown_path): a name with a control character must not split its row of the skipped list.
+        skipped=[
+            {"image_id": shown_path(ids[i]), "path": shown_path(paths[i]), "reason": str(error)} for i, error in bad
+        ],
     )
 
 

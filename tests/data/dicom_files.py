@@ -15,9 +15,9 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset, write_file_meta_info
 from pydicom.uid import (
+    JPEG2000,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRLittleEndian,
-    JPEG2000,
     JPEG2000Lossless,
     JPEGLossless,
     JPEGLosslessSV1,
