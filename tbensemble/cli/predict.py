@@ -68,6 +68,12 @@ DEFAULT_DECISIONS = "decisions.csv"
     show_default=True,
     help="json: print the decision rows to stdout as a JSON array (messages go to stderr).",
 )
+@click.option(
+    "--max-pixels",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Refuse images declaring more pixels (all frames); default 50000000.",
+)
 def command(
     artifacts: str,
     inputs: tuple[str, ...],
@@ -81,6 +87,7 @@ def command(
     decisions_out: str | None,
     operating_point: str | None,
     output_format: str,
+    max_pixels: int | None,
 ) -> None:
     """Score chest X-rays with the exported ensemble and write image_id,label.
 
@@ -101,12 +108,29 @@ def command(
 
     from tbensemble.core.decisions import who_warning
     from tbensemble.core.errors import TbensError
+    from tbensemble.data.decode import set_max_pixels
     from tbensemble.engine import predict
     from tbensemble.engine.ensemble import Ensemble
 
+    if max_pixels is not None:
+        set_max_pixels(max_pixels)
+
     views = [v.strip() for v in tta.split(",") if v.strip()] if tta is not None else None
-    ensemble = Ensemble.load(artifacts, device=device, tta=views)
+    images = predict.collect_images(list(inputs))
+    files_only = all(Path(i).is_file() for i in inputs) and sample_submission is None
+    sample = Path(sample_submission) if sample_submission else predict.find_sample_submission(list(inputs))
     as_json = output_format == "json"
+    out_given = click.get_current_context().get_parameter_source("out") != ParameterSource.DEFAULT
+    if files_only:
+        target = decisions_out or (out if out_given else None if as_json else DEFAULT_DECISIONS)
+        if target is not None:
+            predict.check_decisions_path(target, images, artifacts)
+    else:
+        target = decisions_out
+        predict.check_submission_paths(out, images, artifacts, sample)
+        if target is not None:
+            predict.check_decisions_path(target, images, artifacts)
+    ensemble = Ensemble.load(artifacts, device=device, tta=views)
     points = ensemble.manifest.ensemble.operating_points
     chosen = operating_point or ensemble.manifest.ensemble.default_operating_point
     if chosen not in points:
@@ -114,29 +138,21 @@ def command(
     warning = who_warning({"name": chosen, **points[chosen]})
     if warning:
         click.echo(warning, err=True)
-    images = predict.collect_images(list(inputs))
-    files_only = all(Path(i).is_file() for i in inputs) and sample_submission is None
-    sample = Path(sample_submission) if sample_submission else predict.find_sample_submission(list(inputs))
     prediction = predict.predict_images(
         ensemble,
         images,
         batch_size=batch_size,
         skip_bad=skip_bad,
-        decide=files_only or decisions_out is not None or as_json or len(images) <= predict.FEW_IMAGES,
+        decide=files_only or target is not None or as_json or len(images) <= predict.FEW_IMAGES,
         operating_point=operating_point,
     )
     written = []
-    if files_only:
-        out_given = click.get_current_context().get_parameter_source("out") != ParameterSource.DEFAULT
-        target = decisions_out or (out if out_given else None if as_json else DEFAULT_DECISIONS)
-        if target is not None:
-            written.append(predict.write_decisions(prediction, target))
-    else:
+    if not files_only:
         historical = ensemble.historical(prediction.scores)
         labels = historical if scale == "historical" else ensemble.batch_ensemble(prediction.scores)
         written.append(predict.write_submission(prediction, labels, out, sample))
-        if decisions_out is not None:
-            written.append(predict.write_decisions(prediction, decisions_out))
+    if target is not None:
+        written.append(predict.write_decisions(prediction, target))
     rows = prediction.decisions
     if as_json:
         click.echo(rows.to_json(orient="records"))
