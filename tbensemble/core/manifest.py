@@ -66,6 +66,9 @@ class EnsembleEntry:
     oof_auc: float
     calibration: dict[str, Any] | None = None
     """Optional map from the ensemble scale to a probability, fitted on OOF (``method`` + parameters)."""
+    weighting: dict[str, Any] | None = None
+    """How the backbone weights were chosen (``core.weighting``): ``method``, ``weights`` per backbone and
+    each method's nested cross-validated AUC."""
 
 
 @dataclass

@@ -153,7 +153,8 @@ def export_fold_model(
     data, outputs = convert(model3, image_size, opset, metadata)
     with atomic.atomic_path(onnx_path) as tmp:
         tmp.write_bytes(data)
-        figures = parity.check(model3, tmp, parity_images, label=str(onnx_path), tolerance=tolerance)
+        limit = BACKBONES[backbone].parity_tolerance if tolerance is None else tolerance
+        figures = parity.check(model3, tmp, parity_images, label=str(onnx_path), tolerance=limit)
     weights, bias = head_parameters(model)
     return ExportedModel(
         backbone=backbone,
