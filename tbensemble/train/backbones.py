@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import keras
 
@@ -206,6 +207,26 @@ def _rebuilt(source: keras.Model, shape: tuple[int, int, int]) -> keras.Model:
     model = keras.Model.from_config(config)
     model.set_weights(source.get_weights())
     return model
+
+
+def _float32_policies(config: Any) -> Any:
+    """A model config with every layer's dtype policy set to float32 (nested backbones included)."""
+    if isinstance(config, dict):
+        if config.get("class_name") == "DTypePolicy":
+            return {**config, "config": {**config["config"], "name": "float32"}}
+        return {key: _float32_policies(value) for key, value in config.items()}
+    if isinstance(config, list):
+        return [_float32_policies(value) for value in config]
+    return config
+
+
+def float32_clone(model: keras.Model) -> keras.Model:
+    """The same graph and weights in float32 (a model trained with mixed precision, for export): rebuilt from
+    its own config, so weightless layers that a fresh build would lack (EfficientNet's ImageNet rescaling)
+    stay."""
+    clone = keras.Model.from_config(_float32_policies(model.get_config()))
+    clone.set_weights(model.get_weights())
+    return clone
 
 
 def _transferred(info: BackboneInfo, path: Path, shape: tuple[int, int, int]) -> keras.Model:

@@ -222,3 +222,18 @@ def test_rebuilt_backbone_keeps_weightless_layers_and_takes_the_new_size():
         np.asarray(source(np.pad(image, ((0, 0), (0, 8), (0, 8), (0, 0)))))[0, :5, :5],
         rtol=1e-5,
     )
+
+
+def test_float32_clone_of_a_mixed_precision_model_keeps_graph_and_weights():
+    """Export's float32 rebuild (a GPU-trained model): same layers, weights and outputs, float32 everywhere."""
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        mixed = _trained_looking("tinyresnet", 32, seed=6)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    clone = backbones.float32_clone(mixed)
+    kinds = [type(layer).__name__ for layer in clone.get_layer("backbone").layers]
+    assert kinds == [type(layer).__name__ for layer in mixed.get_layer("backbone").layers]
+    assert all(layer.compute_dtype == "float32" for layer in clone.get_layer("backbone").layers)
+    images = np.random.default_rng(3).uniform(0, 255, (2, 32, 32, 1)).astype("float32")
+    np.testing.assert_allclose(np.asarray(clone(images)), np.asarray(mixed(images), dtype="float32"), atol=2e-2)
