@@ -3,7 +3,9 @@ TTA views, operating points and optional calibration, all chosen on out-of-fold 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -104,6 +106,21 @@ def refer_entry(
     }
 
 
+def run_weighting(run_dir: Path, config: TrainConfig, backbones: list[str]) -> dict:
+    """The ensemble weights train-folds chose (metrics.json), or the config's for runs made before weighting
+    was chosen there; a backbone's weight is then shared among its folds."""
+    path = run_dir / "metrics.json"
+    ensemble = json.loads(path.read_text(encoding="utf-8")).get("ensemble") if path.is_file() else None
+    if ensemble and "weighting" in ensemble and set(backbones) <= set(ensemble["weights"]):
+        comparison = ensemble.get("weighting_comparison") or {}
+        return {
+            "method": ensemble["weighting"],
+            "weights": {b: float(ensemble["weights"][b]) for b in backbones},
+            "nested_auc": {m: r["nested_auc"] for m, r in comparison.get("methods", {}).items()},
+        }
+    return {"method": "manual", "weights": {b: float(config.ensemble_weights.get(b, 1.0)) for b in backbones}}
+
+
 def build_manifest(
     run_dir: Path,
     config: TrainConfig,
@@ -115,12 +132,13 @@ def build_manifest(
     backbones = sorted({e.backbone for e in exported}, key=config.backbones.index)
     oof = read_oof(run_dir, backbones)
     folds_per_backbone = Counter(e.backbone for e in exported)
+    weighting = run_weighting(run_dir, config, backbones)
     models = [
         model_entry(
             e,
             files[model_name(e.backbone, e.fold)],
             oof,
-            float(config.ensemble_weights.get(e.backbone, 1.0)) / folds_per_backbone[e.backbone],
+            weighting["weights"][e.backbone] / folds_per_backbone[e.backbone],
             run_dir / "oof.csv",
         )
         for e in exported
@@ -131,5 +149,8 @@ def build_manifest(
         run=run_dir.name,
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         models=models,
-        ensemble=ensemble_entry(config, oof, calibration, refer_entry(run_dir, config, oof, models, files)),
+        ensemble=dataclasses.replace(
+            ensemble_entry(config, oof, calibration, refer_entry(run_dir, config, oof, models, files)),
+            weighting=weighting,
+        ),
     )

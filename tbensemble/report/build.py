@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from tbensemble.core import atomic
 from tbensemble.core.errors import DataError
 from tbensemble.core.manifest import MANIFEST_NAME, load_manifest, load_verified
 from tbensemble.core.metrics import within_fold_ranks
+from tbensemble.core.weighting import compare_methods
 from tbensemble.report import decisions, markdown, plots
 from tbensemble.report.evaluate import (
     evaluate_oof,
@@ -43,6 +45,19 @@ def _target_sensitivity(run_dir: Path) -> float:
     return float(raw.get("target_sensitivity", 0.90))
 
 
+def _weighting(run: Path, oof: pd.DataFrame, backbones: list[str], n_bootstrap: int, seed: int) -> dict | None:
+    """Every weighting method's nested cross-validated AUC (``core.weighting``) and what the run shipped."""
+    if len(backbones) < 2:
+        return None
+    metrics = run / "metrics.json"
+    ensemble = (json.loads(metrics.read_text(encoding="utf-8")).get("ensemble") or {}) if metrics.is_file() else {}
+    return {
+        **compare_methods(oof, backbones, n_bootstrap, seed),
+        "chosen": ensemble.get("weighting"),
+        "weights": ensemble.get("weights"),
+    }
+
+
 def write_run_report(
     run_dir: str | os.PathLike[str],
     out_dir: str | os.PathLike[str] | None = None,
@@ -65,6 +80,7 @@ def write_run_report(
         calibration=calibration,
         source=str(run / "oof.csv"),
     )
+    results["weighting"] = _weighting(run, oof, results["backbones"], n_bootstrap, seed)
     labels = oof["label"].to_numpy().astype(int)
     folds = oof["fold"].to_numpy()
     ensemble = oof["ensemble"].to_numpy(dtype=np.float64)
