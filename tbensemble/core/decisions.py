@@ -110,8 +110,9 @@ def guaranteed_sensitivity_threshold(
     positives = np.sort(scores[labels == 1])[::-1]
     if positives.size == 0:
         raise DataError("guaranteed threshold: no positive (TB) labels")
-    # At threshold positives[k-1] at least k positives are flagged (ties only add more).
-    flagged = np.array([np.sum(positives >= t) for t in positives])
+    # Flagged positives at each candidate threshold t = positives[k]: how many scores are >= t (ties included).
+    ascending = positives[::-1]
+    flagged = positives.size - np.searchsorted(ascending, positives, side="left")
     bounds = clopper_pearson_lower(flagged, positives.size, confidence)
     ok = np.nonzero(bounds >= target)[0]
     index = int(ok[0]) if ok.size else positives.size - 1
