@@ -245,12 +245,14 @@ class FeatureReference:
         mean = pooled.mean(axis=0)
         centred = pooled - mean
         _, singular, axes = np.linalg.svd(centred, full_matrices=False)
-        k = int(min(n_components, axes.shape[0], pooled.shape[0] - 1))
-        scales = singular[:k] / np.sqrt(max(pooled.shape[0] - 1, 1))
-        scales = np.maximum(scales, 1e-6 * max(float(scales.max(initial=0.0)), 1e-12))
+        # At most half the images' degrees of freedom go to the axes, so some spread is left off them:
+        # with k near n the residual of the fitted images is ~0 and every new image would look far.
+        k = int(min(n_components, axes.shape[0], (pooled.shape[0] - 1) // 2))
+        total = float(np.sqrt(np.sum(singular**2) / (pooled.shape[0] - 1))) or 1.0
+        scales = np.maximum(singular[:k] / np.sqrt(pooled.shape[0] - 1), 1e-3 * total)
         residual = centred - (centred @ axes[:k].T) @ axes[:k]
-        residual_scale = float(np.sqrt(np.mean(np.sum(residual**2, axis=1)))) or 1e-12
-        return cls(mean, axes[:k], scales, max(residual_scale, 1e-12))
+        residual_scale = float(np.sqrt(np.mean(np.sum(residual**2, axis=1))))
+        return cls(mean, axes[:k], scales, max(residual_scale, 1e-3 * total))
 
     def distance(self, pooled: np.ndarray) -> np.ndarray:
         centred = np.asarray(pooled, dtype=np.float64) - self.mean

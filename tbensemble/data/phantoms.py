@@ -467,8 +467,18 @@ SITES = {
     "hospital-a": Site("hospital-a", "the demo's own site (the quickstart trains on it)"),
     "hospital-b": Site(
         "hospital-b",
-        "an older CR unit: flat tone curve (wide latitude), noisier, blurred plates, tight collimation, "
-        "burned-in side markers",
+        "a flat-panel unit with strong noise reduction: smoother images (blur), little noise, a harder tone "
+        "curve; the quickstart model silently loses sensitivity here",
+        window_low=(-0.05, 0.08),
+        window_high=(1.3, 1.5),
+        gamma=(0.9, 1.3),
+        noise=(0.002, 0.006),
+        blur=0.006,
+    ),
+    "hospital-c": Site(
+        "hospital-c",
+        "an older portable CR unit: flat tone curve, noisy blurred plates, tight collimation, burned-in side "
+        "markers; the quickstart model calls almost everything TB here",
         window_low=(-0.35, -0.2),
         window_high=(1.7, 2.0),
         gamma=(0.55, 0.8),
