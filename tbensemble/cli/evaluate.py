@@ -45,7 +45,7 @@ def command(
     from tbensemble.report.build import write_run_report, write_submission_report
 
     if (run is not None) + (submission is not None) + (decisions is not None) != 1:
-        raise click.UsageError("give one of RUN, --submission with --truth, or --decisions with --truth")
+        raise click.UsageError("give either RUN or --submission with --truth (or --decisions with --truth)")
     if decisions is not None:
         if truth is None:
             raise click.UsageError("--decisions needs --truth")
