@@ -22,7 +22,7 @@ def _manifest_for(oof: pd.DataFrame, folder: Path) -> None:
     points, default = rules.decision_points(labels, scores, 0.90)
     entry = ModelEntry(
         name="tinycnn-f0", file="onnx/tinycnn-f0.onnx", sha256="0" * 64, backbone="tinycnn", fold=0,
-        input=InputSpec(size=32), outputs={"probability": "probability"}, oof_auc=0.8, parity={},
+        input=InputSpec(size=32), outputs={r: r for r in ("probability", "logit", "features")}, oof_auc=0.8, parity={},
         oof_scores_sorted=[0.5], head_weights=[1.0], head_bias=0.0,
     )  # fmt: skip
     ensemble = EnsembleEntry(
