@@ -284,6 +284,9 @@ class FeatureReference:
         k, c = reference.components.shape if reference.components.ndim == 2 else (-1, -1)
         if reference.mean.shape != (c,) or reference.scales.shape != (k,):
             raise ArtifactError(f"{where}: feature reference shapes disagree (mean, components, scales)")
+        numbers = np.concatenate([reference.mean, reference.components.ravel(), reference.scales])
+        if not np.isfinite(numbers).all() or not (reference.scales > 0).all() or not reference.residual_scale > 0:
+            raise ArtifactError(f"{where}: feature reference holds non-finite or non-positive values")
         return reference
 
 

@@ -290,6 +290,35 @@ def _check_calibration(params: dict[str, Any], where: str) -> None:
         raise _Invalid(f"{where}.method", f"{_shown(method)} is not one of platt, isotonic")
 
 
+def _check_decision_fields(ensemble: EnsembleEntry, models: list[ModelEntry]) -> None:
+    """Refer thresholds finite; each feature reference well formed and for a listed model; drift bins usable."""
+    from tbensemble.core.decisions import FeatureReference
+
+    for rule in ("disagreement", "features"):
+        spec = (ensemble.refer or {}).get(rule)
+        if spec:
+            _number(spec.get("threshold"), f"ensemble.refer.{rule}.threshold", {"low": 0.0}, integer=False)
+    features = (ensemble.refer or {}).get("features") or {}
+    references = features.get("models") or {}
+    names = {m.name for m in models}
+    if features and set(references) != names:
+        raise _Invalid(
+            "ensemble.refer.features.models", f"references {sorted(references)} are not the models {sorted(names)}"
+        )
+    for name, reference in references.items():
+        try:
+            FeatureReference.from_dict(reference, f"ensemble.refer.features.models.{_key(name)}")
+        except ArtifactError as exc:
+            raise _Invalid("", str(exc)) from None
+    if ensemble.drift is not None:
+        edges = _convert(ensemble.drift.get("edges"), list[float], "ensemble.drift.edges", {"sorted": True})
+        shares = _convert(
+            ensemble.drift.get("expected"), list[float], "ensemble.drift.expected", {"low": 0.0, "high": 1.0}
+        )
+        if len(shares) != len(edges) + 1:
+            raise _Invalid("ensemble.drift", f"{len(edges)} edges need {len(edges) + 1} shares, got {len(shares)}")
+
+
 def _check_manifest(manifest: Manifest) -> None:
     """The rules that tie fields together: unique names, one input size, weights that sum above 0, every
     output role, usable operating points and calibration."""
@@ -321,6 +350,7 @@ def _check_manifest(manifest: Manifest) -> None:
         )
     if ensemble.calibration is not None:
         _check_calibration(ensemble.calibration, "ensemble.calibration")
+    _check_decision_fields(ensemble, manifest.models)
 
 
 def _check_model_file(file: str, where: str) -> None:

@@ -125,3 +125,21 @@ def test_monitor_errors_are_one_line(artifacts, tmp_path):
     (old / "manifest.json").write_text(json.dumps(data))
     result = tbens("monitor", "--artifacts", old, "--decisions", tmp_path / "bad.csv")
     assert result.exit_code == 3 and "no drift reference" in result.output
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda e: e["refer"]["disagreement"].update(threshold=float("nan")), "ensemble.refer.disagreement.threshold"),
+        (lambda e: e["refer"]["features"]["models"].popitem(), "ensemble.refer.features.models"),
+        (lambda e: e["drift"].update(expected=[0.5, 0.5]), "ensemble.drift"),
+        (lambda e: next(iter(e["refer"]["features"]["models"].values())).update(scales=[-1.0]), "feature reference"),
+    ],
+)
+def test_tampered_decision_fields_are_refused_at_load(artifacts, tmp_path, edit, message):
+    copy = copy_artifacts(artifacts, tmp_path / "copy")
+    data = json.loads((copy / "manifest.json").read_text())
+    edit(data["ensemble"])
+    (copy / "manifest.json").write_text(json.dumps(data))
+    result = tbens("monitor", "--artifacts", copy, "--decisions", copy / "manifest.json")
+    assert result.exit_code == 3 and message in result.output and result.output.count("\n") == 1
