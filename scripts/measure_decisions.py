@@ -97,7 +97,7 @@ def write_non_chest(folder: Path, size: int = 256, seed: int = 0) -> None:
         "hand": hand,
         "noise": lambda: rng.integers(0, 256, (size, size)).astype(float),
         "blank": lambda: np.full((size, size), float(rng.integers(0, 256))),
-        "saturated": lambda: np.where(rng.random((size, size)) < 0.8, 255.0, rng.normal(128, 40, (size, size))),
+        "saturated": lambda: photo() * rng.uniform(3.0, 5.0),  # over-exposed: most of the frame clips at 255
     }
     for kind, make in makers.items():
         for i in range(NON_CHEST_EACH):
@@ -117,7 +117,7 @@ def export_copy(scratch: Path, name: str, trained: Path) -> Path:
 def decisions(artifacts: Path, images: Path, out: Path) -> pd.DataFrame:
     if not out.is_file():
         tbens("predict", "--artifacts", artifacts, "--images", images, "--out", out.with_suffix(".sub.csv"),
-              "--decisions", out, "--device", "cpu")  # fmt: skip
+              "--decisions", out, "--device", "cpu", capture=True)  # fmt: skip
     return pd.read_csv(out, dtype={"image_id": str, "reasons": str}, keep_default_na=False)
 
 
