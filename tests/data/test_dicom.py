@@ -35,6 +35,9 @@ def test_every_pacs_transfer_syntax_decodes_like_uncompressed(plain, tmp_path, n
     difference = np.abs(decode_gray(path).astype(int) - decode_gray(plain).astype(int)).max()
     assert difference <= (2 if name in LOSSY else 0), difference
     assert read_header(path).transfer_syntax == SYNTAXES[name]
+    if name.startswith("jpeg-lossless"):  # a real lossless JPEG stream: Start Of Frame 3
+        ds = pydicom.dcmread(path)
+        assert b"\xff\xc3" in next(pydicom.encaps.generate_frames(ds.PixelData, number_of_frames=1))
 
 
 def test_multiframe_decodes_the_first_frame_only(tmp_path):
