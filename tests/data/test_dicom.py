@@ -111,3 +111,16 @@ def test_unknown_transfer_syntax_is_named(tmp_path):
     assert "no decoder" in dicom.missing_decoder("1.2.840.10008.1.2.4.100")
     with pytest.raises(DataError, match=r"video\.dcm: cannot decode"):
         decode_gray(tmp_path / "video.dcm")
+
+
+@pytest.mark.parametrize("name", ["jpeg-ls-lossless", "jpeg2000-lossless", "jpeg-lossless-sv1", "jpeg2000"])
+def test_codestream_larger_than_the_header_is_refused_before_the_codec(tmp_path, name):
+    """A 2 kB JPEG-LS frame of 12000×12000 under a 16×16 header took 600 MB, then was cropped and scored."""
+    write_dicom(tmp_path / "big.dcm", np.zeros((200, 240), np.uint16))
+    ds = pydicom.dcmread(transcode(tmp_path / "big.dcm", tmp_path / "c.dcm", name))
+    ds.Rows, ds.Columns = 16, 16
+    ds.save_as(tmp_path / "liar.dcm")
+    with pytest.raises(
+        DataError, match=r"liar\.dcm: cannot decode \(the codestream declares 240×200 pixels, the header 16×16\)"
+    ):
+        decode_gray(tmp_path / "liar.dcm")
