@@ -55,10 +55,13 @@ def command(artifacts: str, images: tuple[str, ...], out: str, device: str, max_
 
     if max_pixels is not None:
         set_max_pixels(max_pixels)
-    ensemble = Ensemble.load(artifacts, device=device)
-    point = ensemble.operating_point
     paths = [Path(p) for p in images]
     targets = _name_outputs(paths, Path(out))
+    atomic.check_output_path(out, protected_dir=artifacts, folder=True)
+    for target in [*targets, Path(out) / "explain.csv"]:
+        atomic.check_output_path(target, inputs=paths, protected_dir=artifacts)
+    ensemble = Ensemble.load(artifacts, device=device)
+    point = ensemble.operating_point
     rows, failures = [], []
     for path, target in zip(paths, targets, strict=True):
         try:

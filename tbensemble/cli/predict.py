@@ -81,9 +81,10 @@ def command(
         set_max_pixels(max_pixels)
 
     views = [v.strip() for v in tta.split(",") if v.strip()] if tta is not None else None
-    ensemble = Ensemble.load(artifacts, device=device, tta=views)
     images = predict.collect_images(list(inputs))
     sample = Path(sample_submission) if sample_submission else predict.find_sample_submission(list(inputs))
+    predict.check_submission_paths(out, images, artifacts, sample)
+    ensemble = Ensemble.load(artifacts, device=device, tta=views)
     prediction = predict.predict_images(ensemble, images, batch_size=batch_size, skip_bad=skip_bad)
     historical = ensemble.historical(prediction.scores)
     labels = historical if scale == "historical" else ensemble.batch_ensemble(prediction.scores)

@@ -179,13 +179,29 @@ def skipped_path(out: str | os.PathLike[str]) -> Path:
     return Path(out).with_suffix(".skipped.csv")
 
 
+def check_submission_paths(
+    out: str | os.PathLike[str],
+    images: pd.DataFrame,
+    artifacts: str | os.PathLike[str],
+    sample_path: Path | None = None,
+) -> None:
+    """Before any scoring: the submission and its skipped-files list may not overwrite an input image, the
+    sample submission or anything in the artifacts folder, and their folder must be writable."""
+    inputs = [*images["path"], *([sample_path] if sample_path else [])]
+    for path in (out, skipped_path(out)):
+        atomic.check_output_path(path, inputs=inputs, protected_dir=artifacts)
+
+
 def write_submission(
     prediction: Prediction, labels: np.ndarray, out: str | os.PathLike[str], sample_path: Path | None = None
 ) -> Path:
-    """Write the submission (and the skipped-files list, if any) atomically; returns the submission path."""
+    """Write the submission and the skipped-files list atomically (a clean run removes a stale list, so
+    the list beside a submission is always its own); returns the submission path."""
     skipped_ids = [row["image_id"] for row in prediction.skipped]
     frame = submission_frame(prediction.image_ids, labels, sample_path, skipped_ids)
     if prediction.skipped:
         atomic.write_csv(skipped_path(out), pd.DataFrame(prediction.skipped, columns=["image_id", "path", "reason"]))
+    else:
+        skipped_path(out).unlink(missing_ok=True)
     atomic.write_csv(out, frame)
     return Path(out)
