@@ -124,3 +124,13 @@ def test_codestream_larger_than_the_header_is_refused_before_the_codec(tmp_path,
         DataError, match=r"liar\.dcm: cannot decode \(the codestream declares 240×200 pixels, the header 16×16\)"
     ):
         decode_gray(tmp_path / "liar.dcm")
+
+
+@pytest.mark.parametrize("implicit", [True, False])
+def test_bare_data_set_without_file_meta_decodes(tmp_path, implicit):
+    ds = cr_dataset(np.array([[0, 1000, 4000]], np.uint16))
+    del ds.file_meta
+    ds.preamble = None
+    ds.save_as(tmp_path / "bare.dcm", implicit_vr=implicit, little_endian=True)
+    assert read_header(tmp_path / "bare.dcm").transfer_syntax is None
+    np.testing.assert_array_equal(decode_gray(tmp_path / "bare.dcm"), [[0, 64, 255]])
