@@ -41,6 +41,12 @@ import click
     help="label = rank average within these images (batch), or each model's rank among its OOF scores "
     "(historical: the scale the manifest's operating points are on, the same for one image or many).",
 )
+@click.option(
+    "--max-pixels",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Refuse images declaring more pixels (all frames); default 50000000.",
+)
 def command(
     artifacts: str,
     inputs: tuple[str, ...],
@@ -51,6 +57,7 @@ def command(
     skip_bad: bool,
     sample_submission: str | None,
     scale: str,
+    max_pixels: int | None,
 ) -> None:
     """Score chest X-rays with the exported ensemble and write image_id,label.
 
@@ -66,8 +73,12 @@ def command(
     """
     from pathlib import Path
 
+    from tbensemble.data.decode import set_max_pixels
     from tbensemble.engine import predict
     from tbensemble.engine.ensemble import Ensemble
+
+    if max_pixels is not None:
+        set_max_pixels(max_pixels)
 
     views = [v.strip() for v in tta.split(",") if v.strip()] if tta is not None else None
     images = predict.collect_images(list(inputs))
