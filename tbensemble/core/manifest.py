@@ -31,8 +31,9 @@ from tbensemble.core.onnx_scan import external_tensors
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
-MAX_MANIFEST_BYTES = 64 << 20
-"""A manifest is a few MB at most (OOF references of up to 2001 points per model); more is not one."""
+MAX_MANIFEST_BYTES = 16 << 20
+"""A manifest takes about 120 KB per model (2001 OOF reference points, up to 2048 head weights, indented JSON):
+16 MB holds over 100 models; a larger file is refused before it is parsed."""
 MAX_MODEL_BYTES = (2 << 30) - 1
 """Protobuf cannot serialise 2 GB; a larger ``.onnx`` must keep tensors outside, which is refused anyway."""
 OUTPUT_ROLES = ("probability", "logit", "features")
