@@ -6,6 +6,7 @@ decoded or resized differently at inference than it saw in training.
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -23,8 +24,27 @@ _EXIF_ORIENTATION = 0x0112
 PathLike = str | os.PathLike[str]
 
 
-def has_dicom_preamble(path: PathLike) -> bool:
+class NamedBytes(io.BytesIO):
+    """An in-memory image (a request body) that the decoder reads like a file; ``name`` labels its errors."""
+
+    def __init__(self, data: bytes, name: str) -> None:
+        super().__init__(data)
+        self.name = name
+
+    def __str__(self) -> str:
+        return self.name
+
+    __repr__ = __str__
+
+
+Source = PathLike | NamedBytes
+"""What the decoder reads: a file path, or bytes already in memory (decoded the same way, never written to disk)."""
+
+
+def has_dicom_preamble(path: Source) -> bool:
     """True when the file carries the DICOM Part 10 magic 'DICM' at byte 128."""
+    if isinstance(path, NamedBytes):
+        return path.getbuffer()[128:132].tobytes() == b"DICM"
     try:
         with open(path, "rb") as handle:
             head = handle.read(132)
@@ -126,14 +146,16 @@ def _pil_to_gray(image: Image.Image) -> Image.Image:
     return image
 
 
-def _open_gray(path: PathLike, size: int | None) -> Image.Image:
+def _open_gray(path: Source, size: int | None) -> Image.Image:
     """Decode ``path`` to a Pillow L image; ``size`` lets JPEG decode at a reduced scale (``draft``)."""
-    if Path(path).suffix.lower() in DICOM_SUFFIXES:
+    if not isinstance(path, NamedBytes) and Path(path).suffix.lower() in DICOM_SUFFIXES:
         return Image.fromarray(_decode_dicom(path), mode="L")
     try:
         image = Image.open(path)
     except UnidentifiedImageError:
         if has_dicom_preamble(path):
+            if isinstance(path, NamedBytes):
+                path.seek(0)
             return Image.fromarray(_decode_dicom(path), mode="L")
         raise
     try:
@@ -154,7 +176,7 @@ def error_reason(exc: Exception) -> str:
     return text or type(exc).__name__
 
 
-def decode_gray(path: PathLike) -> np.ndarray:
+def decode_gray(path: Source) -> np.ndarray:
     """Decode any supported image to a writable uint8 H×W array; failures raise ``DataError`` naming it."""
     try:
         return np.array(_open_gray(path, None))
@@ -162,7 +184,7 @@ def decode_gray(path: PathLike) -> np.ndarray:
         raise DataError(f"{path}: cannot decode ({error_reason(exc)})") from exc
 
 
-def load_image(path: PathLike, size: int) -> np.ndarray:
+def load_image(path: Source, size: int) -> np.ndarray:
     """Decode and resize to uint8 size×size: the one resize shared by training and the ONNX engine.
 
     Pillow BILINEAR, which widens its kernel when downscaling (antialiased), and is deterministic for a
@@ -177,3 +199,25 @@ def load_image(path: PathLike, size: int) -> np.ndarray:
         return np.array(image)
     except Exception as exc:
         raise DataError(f"{path}: cannot decode ({error_reason(exc)})") from exc
+
+
+def load_array(pixels: np.ndarray, size: int | None, name: str = "array") -> np.ndarray:
+    """An image already in memory (uint8 or uint16; H×W gray, H×W×3 RGB or H×W×4 RGBA) as uint8 size×size
+    (``size=None``: gray at its own size).
+
+    It takes the same gray conversion as a PNG holding those pixels (16-bit scaled by its depth, RGB
+    through luma, alpha dropped) and the same resize as ``load_image``, so an array and its PNG score alike.
+    """
+    array = np.asarray(pixels)
+    if array.dtype not in (np.uint8, np.uint16) or not (
+        array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4) and array.dtype == np.uint8)
+    ):
+        raise DataError(
+            f"{name}: array of dtype {array.dtype} and shape {array.shape}; expected uint8/uint16 H×W or uint8 H×W×3/4"
+        )
+    if min(array.shape[:2]) < 1:
+        raise DataError(f"{name}: empty image of shape {array.shape}")
+    image = _pil_to_gray(Image.fromarray(np.ascontiguousarray(array)))
+    if size is not None and image.size != (size, size):
+        image = image.resize((size, size), Image.Resampling.BILINEAR)
+    return np.array(image)

@@ -1,0 +1,214 @@
+"""One Python API for notebooks, the CLI and the service: load the ensemble once, then score paths, arrays
+or raw bytes and get the decision rows that ``tbens predict --decisions`` writes.
+
+Loading hashes every model file and opens every ONNX session once; each later call only decodes and runs.
+Every input goes through the data layer's one decoder and one resize (``data.decode``), so an image scores
+the same whether it arrives as a file, as the bytes of that file, or as its pixels.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import pandas as pd
+
+from tbensemble.core.errors import DataError
+from tbensemble.core.manifest import sha256_of
+from tbensemble.data.decode import NamedBytes, decode_gray, load_array, load_image
+from tbensemble.engine.ensemble import Ensemble
+
+Input = Union[str, os.PathLike, np.ndarray, bytes]
+"""A file path, an image's pixels (uint8/uint16, gray or RGB), or an encoded file's bytes (DICOM, PNG, JPEG)."""
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+JPEG_MAGIC = b"\xff\xd8\xff"
+DICOM_MAGIC_OFFSET = 128
+
+
+DECISION_COLUMNS = (
+    "image_id",
+    "score",
+    "probability",
+    "decision",
+    "reasons",
+    "operating_point",
+    "threshold",
+    "manifest_sha256",
+)
+
+
+def provisional_decision_frame(
+    ensemble: Ensemble, image_ids: list[str], images: np.ndarray, manifest_sha256: str
+) -> pd.DataFrame:
+    """TEMPORARY until ``engine.decisions`` lands (issue 8): tb/normal at the manifest's default point, no refer."""
+    historical = ensemble.historical(ensemble.score(images))
+    calibrated = ensemble.calibrate(historical)
+    point = ensemble.operating_point
+    return pd.DataFrame(
+        {
+            "image_id": image_ids,
+            "score": historical,
+            "probability": np.full(len(image_ids), np.nan) if calibrated is None else calibrated,
+            "decision": np.where(ensemble.decide(historical), "tb", "normal"),
+            "reasons": "",
+            "operating_point": point["name"],
+            "threshold": float(point["threshold"]),
+            "manifest_sha256": manifest_sha256,
+        },
+        columns=list(DECISION_COLUMNS),
+    )
+
+
+def sniff_image_type(data: bytes) -> str | None:
+    """``png``, ``jpeg`` or ``dicom`` from the bytes themselves (never a name or a declared type), else None."""
+    if data.startswith(PNG_MAGIC):
+        return "png"
+    if data.startswith(JPEG_MAGIC):
+        return "jpeg"
+    if data[DICOM_MAGIC_OFFSET : DICOM_MAGIC_OFFSET + 4] == b"DICM":
+        return "dicom"
+    return None
+
+
+def _default_id(item: Input, index: int) -> str:
+    if isinstance(item, (str, os.PathLike)):
+        return Path(item).name
+    return f"{'array' if isinstance(item, np.ndarray) else 'bytes'}{index}"
+
+
+def _source(item: Input, name: str) -> str | os.PathLike | NamedBytes | np.ndarray:
+    """What the decoder reads for ``item``; bytes that are not a known image kind are refused here."""
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        data = bytes(item)
+        if sniff_image_type(data) is None:
+            raise DataError(f"{name}: not a PNG, JPEG or DICOM image (no known signature in its first bytes)")
+        return NamedBytes(data, name)
+    if isinstance(item, (np.ndarray, str, os.PathLike)):
+        return item
+    raise DataError(f"{name}: cannot read an input of type {type(item).__name__} (a path, an array or bytes)")
+
+
+def decode_for_model(item: Input, size: int, name: str) -> np.ndarray:
+    """One input as the models' uint8 size×size image, through the data layer's decoder and resize."""
+    source = _source(item, name)
+    if isinstance(source, np.ndarray):
+        return load_array(source, size, name)
+    return load_image(source, size)
+
+
+def decode_full(item: Input, name: str) -> np.ndarray:
+    """One input as uint8 gray at its own size (for overlays)."""
+    source = _source(item, name)
+    if isinstance(source, np.ndarray):
+        return load_array(source, None, name)
+    if isinstance(source, NamedBytes):
+        source.seek(0)
+    return decode_gray(source)
+
+
+@dataclass
+class Explanation:
+    """A CAM heatmap in [0, 1] at the image's own size, the overlay picture, and the decision it explains."""
+
+    decision: dict
+    heatmap: np.ndarray
+    overlay_png: bytes = field(repr=False)
+
+
+class TriageEnsemble:
+    """An exported ensemble loaded once (hashes checked, sessions open): ``predict`` and ``explain`` inputs."""
+
+    def __init__(self, ensemble: Ensemble, manifest_sha256: str, decode_workers: int = 2) -> None:
+        self.ensemble = ensemble
+        self.manifest_sha256 = manifest_sha256
+        self.decode_workers = decode_workers
+        self._figure_lock = threading.Lock()
+
+    @property
+    def image_size(self) -> int:
+        return self.ensemble.image_size
+
+    @property
+    def providers(self) -> list[str]:
+        return sorted(set(self.ensemble.providers.values()))
+
+    def prepare(self, item: Input, name: str) -> np.ndarray:
+        """Decode and resize one input for the models; ``DataError`` naming ``name`` when it cannot be."""
+        return decode_for_model(item, self.image_size, name)
+
+    def decide(self, image_ids: Sequence[str], images: np.ndarray) -> pd.DataFrame:
+        """The decision rows of a decoded batch (N, S, S): the one decision step every door shares."""
+        return provisional_decision_frame(self.ensemble, list(image_ids), images, self.manifest_sha256)
+
+    def predict(
+        self, inputs: Input | Iterable[Input], ids: Sequence[str] | None = None, batch_size: int = 8
+    ) -> pd.DataFrame:
+        """Decision rows (``DECISION_COLUMNS``) for one input or many, in order; a bad input raises ``DataError``.
+
+        Inputs are decoded a batch at a time in a small thread pool (Pillow releases the GIL) and scored
+        ``batch_size`` at a time, so a long list of paths never holds more than one batch of pixels.
+        """
+        items = [inputs] if isinstance(inputs, (str, os.PathLike, np.ndarray, bytes)) else list(inputs)
+        names = list(ids) if ids is not None else [_default_id(item, i) for i, item in enumerate(items)]
+        if len(names) != len(items):
+            raise DataError(f"{len(names)} ids for {len(items)} inputs")
+        if not items:
+            return pd.DataFrame(columns=list(DECISION_COLUMNS))
+        frames = []
+        with ThreadPoolExecutor(max_workers=self.decode_workers, thread_name_prefix="decode") as pool:
+            for start in range(0, len(items), batch_size):
+                chunk = slice(start, start + batch_size)
+                images = list(pool.map(self.prepare, items[chunk], names[chunk]))
+                frames.append(self.decide(names[chunk], np.stack(images)))
+        return pd.concat(frames, ignore_index=True)
+
+    def heatmap(self, image: np.ndarray, height: int, width: int) -> np.ndarray:
+        """The ensemble's CAM for one model-sized uint8 image, resized to height×width."""
+        from tbensemble.engine.cam import ensemble_heatmaps, resize_maps
+
+        return resize_maps(ensemble_heatmaps(self.ensemble, image[None]), height, width)[0]
+
+    def explain(self, item: Input, name: str | None = None) -> Explanation:
+        """The decision, the CAM heatmap at the image's own size and the overlay PNG for one input."""
+        name = name or _default_id(item, 0)
+        image = self.prepare(item, name)
+        gray = decode_full(item, name)
+        row = self.decide([name], image[None]).iloc[0].to_dict()
+        heatmap = self.heatmap(image, *gray.shape)
+        return Explanation(row, heatmap, self.overlay(gray, heatmap, row))
+
+    def overlay(self, gray: np.ndarray, heatmap: np.ndarray, row: dict) -> bytes:
+        """The overlay PNG with the score and decision in its title (matplotlib is serialised: not thread-safe)."""
+        from tbensemble.report.overlay import overlay_png
+
+        probability = "" if pd.isna(row["probability"]) else f" · p(TB) {row['probability']:.2f}"
+        title = (
+            f"{row['image_id']}: score {row['score']:.3f}{probability} · {row['decision']} "
+            f"at {row['operating_point']} (≥ {row['threshold']:.3f})"
+        )
+        caption = (
+            f"Score: historical-rank scale of {len(self.ensemble.manifest.models)} model(s), "
+            f"TTA {','.join(self.ensemble.tta)}. Heatmap: where the models' evidence for TB lies (CAM); not a diagnosis."
+        )
+        with self._figure_lock:
+            return overlay_png(gray, heatmap, title, caption)
+
+    def warm_up(self) -> None:
+        """Run every model once on a blank batch, so the first request does not pay ONNX Runtime's first-run cost."""
+        blank = np.zeros((1, self.image_size, self.image_size), dtype=np.uint8)
+        self.ensemble.score(blank)
+
+
+def load(
+    artifacts: str | os.PathLike[str], device: str = "auto", tta: list[str] | None = None, decode_workers: int = 2
+) -> TriageEnsemble:
+    """Load an exported run (``onnx/`` + ``manifest.json``): every model hashed and its session opened once."""
+    ensemble = Ensemble.load(artifacts, device=device, tta=tta)
+    return TriageEnsemble(ensemble, sha256_of(ensemble.manifest.root / "manifest.json"), decode_workers)
