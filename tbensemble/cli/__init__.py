@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "tbensemble.cli.evaluate",
     "explain": "tbensemble.cli.explain",
     "demo": "tbensemble.cli.demo",
+    "serve": "tbensemble.cli.serve",
 }
 """Command name -> module; each module defines ``command``, a ``click.Command``."""
 

@@ -14,7 +14,6 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 import pandas as pd
@@ -24,7 +23,7 @@ from tbensemble.core.manifest import sha256_of
 from tbensemble.data.decode import NamedBytes, decode_gray, load_array, load_image
 from tbensemble.engine.ensemble import Ensemble
 
-Input = Union[str, os.PathLike, np.ndarray, bytes]
+Input = str | os.PathLike | np.ndarray | bytes
 """A file path, an image's pixels (uint8/uint16, gray or RGB), or an encoded file's bytes (DICOM, PNG, JPEG)."""
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
