@@ -66,6 +66,13 @@ class EnsembleEntry:
     oof_auc: float
     calibration: dict[str, Any] | None = None
     """Optional map from the ensemble scale to a probability, fitted on OOF (``method`` + parameters)."""
+    refer: dict[str, Any] | None = None
+    """When not to decide (``core.decisions``): the backbone-disagreement threshold and per-model feature
+    references with their distance threshold, read from OOF; absent in older manifests (rules off)."""
+    drift: dict[str, Any] | None = None
+    """The OOF score distribution (bin edges and shares) that ``tbens monitor`` compares batches with."""
+    site: dict[str, Any] | None = None
+    """Set by ``tbens recalibrate``: the site data the operating points and calibration were re-chosen on."""
 
 
 @dataclass
