@@ -19,8 +19,9 @@ import numpy as np
 import pandas as pd
 
 from tbensemble.core.errors import DataError
-from tbensemble.core.manifest import sha256_of
 from tbensemble.data.decode import NamedBytes, decode_gray, load_array, load_image
+from tbensemble.data.dicom_header import read_header
+from tbensemble.engine.decisions import DECISION_COLUMNS, decide_images, manifest_sha256
 from tbensemble.engine.ensemble import Ensemble
 
 Input = str | os.PathLike | np.ndarray | bytes
@@ -29,40 +30,6 @@ Input = str | os.PathLike | np.ndarray | bytes
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 JPEG_MAGIC = b"\xff\xd8\xff"
 DICOM_MAGIC_OFFSET = 128
-
-
-DECISION_COLUMNS = (
-    "image_id",
-    "score",
-    "probability",
-    "decision",
-    "reasons",
-    "operating_point",
-    "threshold",
-    "manifest_sha256",
-)
-
-
-def provisional_decision_frame(
-    ensemble: Ensemble, image_ids: list[str], images: np.ndarray, manifest_sha256: str
-) -> pd.DataFrame:
-    """TEMPORARY until ``engine.decisions`` lands (issue 8): tb/normal at the manifest's default point, no refer."""
-    historical = ensemble.historical(ensemble.score(images))
-    calibrated = ensemble.calibrate(historical)
-    point = ensemble.operating_point
-    return pd.DataFrame(
-        {
-            "image_id": image_ids,
-            "score": historical,
-            "probability": np.full(len(image_ids), np.nan) if calibrated is None else calibrated,
-            "decision": np.where(ensemble.decide(historical), "tb", "normal"),
-            "reasons": "",
-            "operating_point": point["name"],
-            "threshold": float(point["threshold"]),
-            "manifest_sha256": manifest_sha256,
-        },
-        columns=list(DECISION_COLUMNS),
-    )
 
 
 def sniff_image_type(data: bytes) -> str | None:
@@ -102,6 +69,13 @@ def decode_for_model(item: Input, size: int, name: str) -> np.ndarray:
     return load_image(source, size)
 
 
+def header_of(item: Input) -> dict[str, str] | None:
+    """The DICOM header facts the refer rules read (modality, body part, view); None for arrays and non-DICOM."""
+    if isinstance(item, np.ndarray):
+        return None
+    return read_header(bytes(item) if isinstance(item, (bytearray, memoryview)) else item)
+
+
 def decode_full(item: Input, name: str) -> np.ndarray:
     """One input as uint8 gray at its own size (for overlays)."""
     source = _source(item, name)
@@ -110,6 +84,14 @@ def decode_full(item: Input, name: str) -> np.ndarray:
     if isinstance(source, NamedBytes):
         source.seek(0)
     return decode_gray(source)
+
+
+@dataclass
+class Decoded:
+    """One input ready for the decision step: the models' image and its DICOM header facts (None if none)."""
+
+    image: np.ndarray
+    header: dict[str, str] | None
 
 
 @dataclass
@@ -124,9 +106,8 @@ class Explanation:
 class TriageEnsemble:
     """An exported ensemble loaded once (hashes checked, sessions open): ``predict`` and ``explain`` inputs."""
 
-    def __init__(self, ensemble: Ensemble, manifest_sha256: str, decode_workers: int = 2) -> None:
+    def __init__(self, ensemble: Ensemble, decode_workers: int = 2) -> None:
         self.ensemble = ensemble
-        self.manifest_sha256 = manifest_sha256
         self.decode_workers = decode_workers
         self._figure_lock = threading.Lock()
 
@@ -138,13 +119,18 @@ class TriageEnsemble:
     def providers(self) -> list[str]:
         return sorted(set(self.ensemble.providers.values()))
 
-    def prepare(self, item: Input, name: str) -> np.ndarray:
-        """Decode and resize one input for the models; ``DataError`` naming ``name`` when it cannot be."""
-        return decode_for_model(item, self.image_size, name)
+    @property
+    def manifest_sha256(self) -> str:
+        return manifest_sha256(self.ensemble)
 
-    def decide(self, image_ids: Sequence[str], images: np.ndarray) -> pd.DataFrame:
-        """The decision rows of a decoded batch (N, S, S): the one decision step every door shares."""
-        return provisional_decision_frame(self.ensemble, list(image_ids), images, self.manifest_sha256)
+    def prepare(self, item: Input, name: str) -> Decoded:
+        """Decode and resize one input for the models; ``DataError`` naming ``name`` when it cannot be."""
+        return Decoded(decode_for_model(item, self.image_size, name), header_of(item))
+
+    def decide(self, image_ids: Sequence[str], decoded: Sequence[Decoded]) -> pd.DataFrame:
+        """The decision rows of a decoded batch: ``engine.decisions.decide_images``, the step every door shares."""
+        images = np.stack([d.image for d in decoded])
+        return decide_images(self.ensemble, images, list(image_ids), [d.header for d in decoded])
 
     def predict(
         self, inputs: Input | Iterable[Input], ids: Sequence[str] | None = None, batch_size: int = 8
@@ -164,8 +150,7 @@ class TriageEnsemble:
         with ThreadPoolExecutor(max_workers=self.decode_workers, thread_name_prefix="decode") as pool:
             for start in range(0, len(items), batch_size):
                 chunk = slice(start, start + batch_size)
-                images = list(pool.map(self.prepare, items[chunk], names[chunk]))
-                frames.append(self.decide(names[chunk], np.stack(images)))
+                frames.append(self.decide(names[chunk], list(pool.map(self.prepare, items[chunk], names[chunk]))))
         return pd.concat(frames, ignore_index=True)
 
     def heatmap(self, image: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -177,10 +162,10 @@ class TriageEnsemble:
     def explain(self, item: Input, name: str | None = None) -> Explanation:
         """The decision, the CAM heatmap at the image's own size and the overlay PNG for one input."""
         name = name or _default_id(item, 0)
-        image = self.prepare(item, name)
+        decoded = self.prepare(item, name)
         gray = decode_full(item, name)
-        row = self.decide([name], image[None]).iloc[0].to_dict()
-        heatmap = self.heatmap(image, *gray.shape)
+        row = self.decide([name], [decoded]).iloc[0].to_dict()
+        heatmap = self.heatmap(decoded.image, *gray.shape)
         return Explanation(row, heatmap, self.overlay(gray, heatmap, row))
 
     def overlay(self, gray: np.ndarray, heatmap: np.ndarray, row: dict) -> bytes:
@@ -200,14 +185,12 @@ class TriageEnsemble:
             return overlay_png(gray, heatmap, title, caption)
 
     def warm_up(self) -> None:
-        """Run every model once on a blank batch, so the first request does not pay ONNX Runtime's first-run cost."""
-        blank = np.zeros((1, self.image_size, self.image_size), dtype=np.uint8)
-        self.ensemble.score(blank)
+        """Decide a blank image once, so the first request pays neither ONNX Runtime's first run nor the manifest hash."""
+        self.decide(["warm-up"], [Decoded(np.zeros((self.image_size, self.image_size), dtype=np.uint8), None)])
 
 
 def load(
     artifacts: str | os.PathLike[str], device: str = "auto", tta: list[str] | None = None, decode_workers: int = 2
 ) -> TriageEnsemble:
     """Load an exported run (``onnx/`` + ``manifest.json``): every model hashed and its session opened once."""
-    ensemble = Ensemble.load(artifacts, device=device, tta=tta)
-    return TriageEnsemble(ensemble, sha256_of(ensemble.manifest.root / "manifest.json"), decode_workers)
+    return TriageEnsemble(Ensemble.load(artifacts, device=device, tta=tta), decode_workers)

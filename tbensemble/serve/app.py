@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import hmac
 import logging
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -28,8 +29,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from tbensemble.core.decisions import psi
 from tbensemble.core.errors import DataError
-from tbensemble.engine.api import TriageEnsemble, sniff_image_type
+from tbensemble.engine.api import Decoded, TriageEnsemble, sniff_image_type
 from tbensemble.serve.audit import AuditLog
 from tbensemble.serve.batcher import MicroBatcher, QueueFull
 from tbensemble.serve.metrics import ServiceMetrics
@@ -57,7 +59,7 @@ class _Job:
 
     request_id: str
     input_sha256: str
-    image: np.ndarray
+    decoded: Decoded
 
 
 class ApiError(Exception):
@@ -100,6 +102,15 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def drift_statistic(triage: TriageEnsemble) -> Callable[[np.ndarray], float] | None:
+    """PSI of recent scores against the manifest's OOF reference (``core.decisions.psi``); None without one."""
+    reference = triage.ensemble.manifest.ensemble.drift
+    if not reference:
+        log.info("the manifest has no drift reference: /metrics leaves out the drift statistic")
+        return None
+    return functools.partial(psi, reference)
+
+
 def create_app(
     triage: TriageEnsemble,
     audit: AuditLog,
@@ -108,13 +119,13 @@ def create_app(
 ) -> FastAPI:
     """The FastAPI app around a loaded ensemble; ready once its models have been warmed up in the lifespan."""
     settings = settings or ServeSettings()
-    metrics = metrics or ServiceMetrics()
+    metrics = metrics or ServiceMetrics(drift_statistic(triage))
     infer_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="infer")
     decode_pool = ThreadPoolExecutor(max_workers=settings.decode_workers, thread_name_prefix="decode")
     state = {"ready": False}
 
     def run_batch(jobs: list[_Job]) -> list[dict[str, Any]]:
-        frame = triage.decide([job.request_id for job in jobs], np.stack([job.image for job in jobs]))
+        frame = triage.decide([job.request_id for job in jobs], [job.decoded for job in jobs])
         rows = frame.to_dict("records")
         now = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
         audit.append(
@@ -221,10 +232,10 @@ def create_app(
             if sniff_image_type(body) is None:
                 raise ApiError(415, "body is not a PNG, JPEG or DICOM image (no known signature in its first bytes)")
             try:
-                image = await loop.run_in_executor(decode_pool, triage.prepare, body, request_id)
+                decoded = await loop.run_in_executor(decode_pool, triage.prepare, body, request_id)
             except DataError as exc:
                 raise ApiError(422, str(exc)) from None
-            job = _Job(request_id, hashlib.sha256(body).hexdigest(), image)
+            job = _Job(request_id, hashlib.sha256(body).hexdigest(), decoded)
             try:
                 row = await batcher.submit(job)
             except QueueFull as exc:
@@ -251,6 +262,6 @@ def _overlay(triage: TriageEnsemble, body: bytes, row: dict[str, Any]) -> str:
     from tbensemble.engine.api import decode_full
 
     gray = decode_full(body, row["image_id"])
-    image = triage.prepare(body, row["image_id"])
+    image = triage.prepare(body, row["image_id"]).image
     heatmap = triage.heatmap(image, *gray.shape)
     return base64.b64encode(triage.overlay(gray, heatmap, row)).decode("ascii")
