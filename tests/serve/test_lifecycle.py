@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -71,3 +74,44 @@ def test_kill_9_under_load_then_restart_keeps_every_answered_request(served_arti
         assert read_audit(server.audit_log)[-1]["request_id"] == response.json()["request_id"]
     finally:
         assert restarted.stop() == 0
+
+
+def test_token_file_guards_predict_and_metrics_not_health(served_artifacts, tmp_path):
+    token = "s3cret-token-0123456789"
+    (tmp_path / "token").write_text(token + "\n")
+    body = encoded_images(tmp_path / "images")["scan.png"]
+    server = start_server(served_artifacts, tmp_path / "server", "--token-file", str(tmp_path / "token"))
+    try:
+        for headers in ({}, {"Authorization": "Bearer wrong-token-0123456789"}, {"Authorization": token}):
+            response = httpx.post(f"{server.url}/v1/predict", content=body, headers=headers)
+            assert response.status_code == 401, headers
+            assert response.headers["www-authenticate"] == "Bearer"
+            assert response.json()["error"] == "missing or wrong bearer token"
+        assert httpx.get(f"{server.url}/metrics").status_code == 401
+        good = {"Authorization": f"Bearer {token}"}
+        assert httpx.post(f"{server.url}/v1/predict", content=body, headers=good).status_code == 200
+        assert httpx.get(f"{server.url}/metrics", headers=good).status_code == 200
+        assert httpx.get(f"{server.url}/v2/health/ready").status_code == 200
+    finally:
+        assert server.stop() == 0
+
+
+def test_port_in_use_exits_2_with_one_line(served_artifacts, tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        command = [sys.executable, "-m", "tbensemble", "serve", "--artifacts", str(served_artifacts)]
+        command += ["--port", str(port), "--audit-log", str(tmp_path / "audit.jsonl")]
+        result = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"error: --host 127.0.0.1 --port {port}: the server could not start")
+    )
