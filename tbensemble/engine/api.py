@@ -8,9 +8,12 @@ the same whether it arrives as a file, as the bytes of that file, or as its pixe
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
+import tempfile
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from tbensemble.core.errors import DataError
-from tbensemble.data.decode import NamedBytes, decode_gray, load_array, load_image
+from tbensemble.data.decode import decode_gray, load_array, load_image
 from tbensemble.data.dicom_header import read_header
 from tbensemble.engine.decisions import DECISION_COLUMNS, decide_images, manifest_sha256
 from tbensemble.engine.ensemble import Ensemble
@@ -49,24 +52,44 @@ def _default_id(item: Input, index: int) -> str:
     return f"{'array' if isinstance(item, np.ndarray) else 'bytes'}{index}"
 
 
-def _source(item: Input, name: str) -> str | os.PathLike | NamedBytes | np.ndarray:
-    """What the decoder reads for ``item``; bytes that are not a known image kind are refused here."""
+SUFFIX_OF_KIND = {"png": ".png", "jpeg": ".jpg", "dicom": ".dcm"}
+SHARED_MEMORY = Path("/dev/shm")
+
+
+@contextlib.contextmanager
+def bytes_as_file(data: bytes, kind: str) -> Iterator[str]:
+    """A path the decoder can open for bytes held in memory, removed on exit.
+
+    Going through a path keeps one decoder, with its limits and codecs, for files and bytes alike (pydicom
+    reads pixels from a path it resolves). The file lives in ``/dev/shm`` where there is one (memory, not
+    disk: a request's DICOM, patient tags and all, is never written to a disk), else in the temp folder;
+    its folder is private (0700).
+    """
+    where = SHARED_MEMORY if SHARED_MEMORY.is_dir() and os.access(SHARED_MEMORY, os.W_OK) else None
+    with tempfile.TemporaryDirectory(prefix="tbens-", dir=where) as folder:
+        path = Path(folder) / f"image{SUFFIX_OF_KIND[kind]}"
+        path.write_bytes(data)
+        yield str(path)
+
+
+def _decode(item: Input, name: str, size: int | None) -> np.ndarray:
+    """One input as uint8 gray, size×size for the models (``size=None``: at its own size, for overlays)."""
+    if isinstance(item, np.ndarray):
+        return load_array(item, size, name)
+    read = decode_gray if size is None else functools.partial(load_image, size=size)
     if isinstance(item, (bytes, bytearray, memoryview)):
         data = bytes(item)
-        if sniff_image_type(data) is None:
+        kind = sniff_image_type(data)
+        if kind is None:
             raise DataError(f"{name}: not a PNG, JPEG or DICOM image (no known signature in its first bytes)")
-        return NamedBytes(data, name)
-    if isinstance(item, (np.ndarray, str, os.PathLike)):
-        return item
+        with bytes_as_file(data, kind) as path:
+            try:
+                return read(path)
+            except DataError as exc:
+                raise DataError(str(exc).replace(path, name)) from None
+    if isinstance(item, (str, os.PathLike)):
+        return read(item)
     raise DataError(f"{name}: cannot read an input of type {type(item).__name__} (a path, an array or bytes)")
-
-
-def decode_for_model(item: Input, size: int, name: str) -> np.ndarray:
-    """One input as the models' uint8 size×size image, through the data layer's decoder and resize."""
-    source = _source(item, name)
-    if isinstance(source, np.ndarray):
-        return load_array(source, size, name)
-    return load_image(source, size)
 
 
 def header_of(item: Input) -> dict[str, str] | None:
@@ -74,16 +97,6 @@ def header_of(item: Input) -> dict[str, str] | None:
     if isinstance(item, np.ndarray):
         return None
     return read_header(bytes(item) if isinstance(item, (bytearray, memoryview)) else item)
-
-
-def decode_full(item: Input, name: str) -> np.ndarray:
-    """One input as uint8 gray at its own size (for overlays)."""
-    source = _source(item, name)
-    if isinstance(source, np.ndarray):
-        return load_array(source, None, name)
-    if isinstance(source, NamedBytes):
-        source.seek(0)
-    return decode_gray(source)
 
 
 @dataclass
@@ -125,7 +138,7 @@ class TriageEnsemble:
 
     def prepare(self, item: Input, name: str) -> Decoded:
         """Decode and resize one input for the models; ``DataError`` naming ``name`` when it cannot be."""
-        return Decoded(decode_for_model(item, self.image_size, name), header_of(item))
+        return Decoded(_decode(item, name, self.image_size), header_of(item))
 
     def decide(self, image_ids: Sequence[str], decoded: Sequence[Decoded]) -> pd.DataFrame:
         """The decision rows of a decoded batch: ``engine.decisions.decide_images``, the step every door shares."""
@@ -153,6 +166,10 @@ class TriageEnsemble:
                 frames.append(self.decide(names[chunk], list(pool.map(self.prepare, items[chunk], names[chunk]))))
         return pd.concat(frames, ignore_index=True)
 
+    def gray(self, item: Input, name: str) -> np.ndarray:
+        """One input as uint8 gray at its own size (what an overlay is drawn on)."""
+        return _decode(item, name, None)
+
     def heatmap(self, image: np.ndarray, height: int, width: int) -> np.ndarray:
         """The ensemble's CAM for one model-sized uint8 image, resized to height×width."""
         from tbensemble.engine.cam import ensemble_heatmaps, resize_maps
@@ -163,7 +180,7 @@ class TriageEnsemble:
         """The decision, the CAM heatmap at the image's own size and the overlay PNG for one input."""
         name = name or _default_id(item, 0)
         decoded = self.prepare(item, name)
-        gray = decode_full(item, name)
+        gray = self.gray(item, name)
         row = self.decide([name], [decoded]).iloc[0].to_dict()
         heatmap = self.heatmap(decoded.image, *gray.shape)
         return Explanation(row, heatmap, self.overlay(gray, heatmap, row))

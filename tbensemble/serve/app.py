@@ -259,9 +259,7 @@ def create_app(
 
 def _overlay(triage: TriageEnsemble, body: bytes, row: dict[str, Any]) -> str:
     """The CAM overlay PNG of a request's image, base64: heatmap at the image's own size, decision in the title."""
-    from tbensemble.engine.api import decode_full
-
-    gray = decode_full(body, row["image_id"])
+    gray = triage.gray(body, row["image_id"])
     image = triage.prepare(body, row["image_id"]).image
     heatmap = triage.heatmap(image, *gray.shape)
     return base64.b64encode(triage.overlay(gray, heatmap, row)).decode("ascii")

@@ -5,11 +5,13 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import hashlib
+import io
 import json
 
 import httpx
 import numpy as np
 import pytest
+from PIL import Image
 
 import tbensemble
 from tbensemble.serve.audit import AUDIT_FIELDS, read_audit
@@ -93,6 +95,13 @@ def test_422_undecodable(server, images):
     assert body["request_id"] in body["error"]
     broken_dicom = images["scan.dcm"][:200]
     _assert_error(httpx.post(f"{server.url}/v1/predict", content=broken_dicom), 422)
+
+
+def test_422_refused_by_the_decode_limits(server):
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((4, 400), np.uint8)).save(buffer, format="PNG")  # aspect ratio 100:1
+    body = _assert_error(httpx.post(f"{server.url}/v1/predict", content=buffer.getvalue()), 422)
+    assert "refused" in body["error"] and "aspect ratio" in body["error"]
 
 
 def test_unknown_route_and_bad_query_are_json(server, images):
