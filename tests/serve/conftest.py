@@ -33,12 +33,15 @@ def tiny_export(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def served_artifacts(tiny_export, tmp_path_factory) -> Path:
-    """A copy of the tiny run's shippable part, with a drift reference (on the OOF ensemble scale) added."""
+    """A copy of the tiny run's shippable part, with a drift reference added and the strictest operating
+    point as the default (random-weight models put most images above the lenient ones)."""
     dest = tmp_path_factory.mktemp("served")
     shutil.copytree(tiny_export / "onnx", dest / "onnx")
     manifest = json.loads((tiny_export / "manifest.json").read_text())
     oof = np.concatenate([np.asarray(m["oof_scores_sorted"]) for m in manifest["models"]])
     manifest["ensemble"]["drift"] = drift_reference(np.clip(oof, 0.0, 1.0))
+    points = manifest["ensemble"]["operating_points"]
+    manifest["ensemble"]["default_operating_point"] = max(points, key=lambda name: points[name]["threshold"])
     (dest / "manifest.json").write_text(json.dumps(manifest))
     return dest
 
