@@ -243,7 +243,9 @@ def create_app(
             answer = {key: _plain(value) for key, value in row.items()}
             answer["request_id"] = request_id
             if heatmap:
-                answer["heatmap_png_base64"] = await loop.run_in_executor(decode_pool, _overlay, triage, body, row)
+                answer["heatmap_png_base64"] = await loop.run_in_executor(
+                    decode_pool, _overlay, triage, body, decoded.image, row
+                )
             answer["latency_ms"] = round((time.perf_counter() - started) * 1000.0, 3)
             status = 200
             return JSONResponse(answer, headers={"X-Request-Id": request_id})
@@ -257,9 +259,8 @@ def create_app(
     return app
 
 
-def _overlay(triage: TriageEnsemble, body: bytes, row: dict[str, Any]) -> str:
+def _overlay(triage: TriageEnsemble, body: bytes, image: np.ndarray, row: dict[str, Any]) -> str:
     """The CAM overlay PNG of a request's image, base64: heatmap at the image's own size, decision in the title."""
     gray = triage.gray(body, row["image_id"])
-    image = triage.prepare(body, row["image_id"]).image
     heatmap = triage.heatmap(image, *gray.shape)
     return base64.b64encode(triage.overlay(gray, heatmap, row)).decode("ascii")
