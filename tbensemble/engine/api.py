@@ -27,7 +27,7 @@ from tbensemble.data.dicom_header import read_header
 from tbensemble.engine.decisions import DECISION_COLUMNS, decide_images, manifest_sha256
 from tbensemble.engine.ensemble import Ensemble
 
-Input = str | os.PathLike | np.ndarray | bytes
+Input = str | os.PathLike | np.ndarray | bytes | bytearray | memoryview
 """A file path, an image's pixels (uint8/uint16, gray or RGB), or an encoded file's bytes (DICOM, PNG, JPEG)."""
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -153,7 +153,8 @@ class TriageEnsemble:
         Inputs are decoded a batch at a time in a small thread pool (Pillow releases the GIL) and scored
         ``batch_size`` at a time, so a long list of paths never holds more than one batch of pixels.
         """
-        items = [inputs] if isinstance(inputs, (str, os.PathLike, np.ndarray, bytes)) else list(inputs)
+        single = (str, os.PathLike, np.ndarray, bytes, bytearray, memoryview)
+        items = [inputs] if isinstance(inputs, single) else list(inputs)
         names = list(ids) if ids is not None else [_default_id(item, i) for i, item in enumerate(items)]
         if len(names) != len(items):
             raise DataError(f"{len(names)} ids for {len(items)} inputs")

@@ -119,6 +119,8 @@ def test_bytes_and_arrays_score_like_the_file(triage, files):
     assert frame["image_id"].tolist() == ["sent", "pixels"]
     for _, row in frame.iterrows():
         assert row["score"] == by_path["score"] and row["decision"] == by_path["decision"]
+    alone = triage.predict(bytearray(files[0].read_bytes()))
+    assert len(alone) == 1 and alone.iloc[0]["score"] == by_path["score"]
 
 
 @pytest.mark.slow
