@@ -122,7 +122,10 @@ def create_app(
     metrics = metrics or ServiceMetrics(drift_statistic(triage))
     infer_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="infer")
     decode_pool = ThreadPoolExecutor(max_workers=settings.decode_workers, thread_name_prefix="decode")
-    state = {"ready": False}
+    state = {"ready": False, "in_flight": 0}
+    # Requests past this many (reading, decoding, waiting or in the running batch) are refused before their
+    # body is read, so a flood cannot hold unbounded bodies in memory.
+    max_in_flight = settings.max_queue + settings.batch_size
 
     def run_batch(jobs: list[_Job]) -> list[dict[str, Any]]:
         frame = triage.decide([job.request_id for job in jobs], [job.decoded for job in jobs])
@@ -218,34 +221,47 @@ def create_app(
         authorise(request)
         return Response(metrics.exposition(), media_type=PROMETHEUS_TEXT)
 
+    async def answer_image(request: Request, request_id: str, heatmap: bool) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        body = await _read_body(request, settings.max_body_bytes)
+        if sniff_image_type(body) is None:
+            raise ApiError(415, "body is not a PNG, JPEG or DICOM image (no known signature in its first bytes)")
+        try:
+            decoded = await loop.run_in_executor(decode_pool, triage.prepare, body, request_id)
+        except DataError as exc:
+            raise ApiError(422, str(exc)) from None
+        try:
+            row = await batcher.submit(_Job(request_id, hashlib.sha256(body).hexdigest(), decoded))
+        except QueueFull as exc:
+            raise ApiError(503, f"server busy: {exc}", {"Retry-After": str(RETRY_AFTER_FULL_S)}) from None
+        answer = {key: _plain(value) for key, value in row.items()}
+        answer["request_id"] = request_id
+        if heatmap:
+            answer["heatmap_png_base64"] = await loop.run_in_executor(
+                decode_pool, _overlay, triage, body, decoded.image, row
+            )
+        return answer
+
     @app.post("/v1/predict")
     async def predict(request: Request, heatmap: bool = False) -> Response:
         started = time.perf_counter()
         request_id = request.state.request_id = uuid.uuid4().hex
-        loop = asyncio.get_running_loop()
         status = 500
         try:
             authorise(request)
             if not state["ready"]:
                 raise ApiError(503, "models are warming up", {"Retry-After": str(RETRY_AFTER_NOT_READY_S)})
-            body = await _read_body(request, settings.max_body_bytes)
-            if sniff_image_type(body) is None:
-                raise ApiError(415, "body is not a PNG, JPEG or DICOM image (no known signature in its first bytes)")
-            try:
-                decoded = await loop.run_in_executor(decode_pool, triage.prepare, body, request_id)
-            except DataError as exc:
-                raise ApiError(422, str(exc)) from None
-            job = _Job(request_id, hashlib.sha256(body).hexdigest(), decoded)
-            try:
-                row = await batcher.submit(job)
-            except QueueFull as exc:
-                raise ApiError(503, f"server busy: {exc}", {"Retry-After": str(RETRY_AFTER_FULL_S)}) from None
-            answer = {key: _plain(value) for key, value in row.items()}
-            answer["request_id"] = request_id
-            if heatmap:
-                answer["heatmap_png_base64"] = await loop.run_in_executor(
-                    decode_pool, _overlay, triage, body, decoded.image, row
+            if state["in_flight"] >= max_in_flight:
+                raise ApiError(
+                    503,
+                    f"server busy: {state['in_flight']} requests in progress",
+                    {"Retry-After": str(RETRY_AFTER_FULL_S)},
                 )
+            state["in_flight"] += 1
+            try:
+                answer = await answer_image(request, request_id, heatmap)
+            finally:
+                state["in_flight"] -= 1
             answer["latency_ms"] = round((time.perf_counter() - started) * 1000.0, 3)
             status = 200
             return JSONResponse(answer, headers={"X-Request-Id": request_id})
