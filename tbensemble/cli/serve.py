@@ -77,6 +77,12 @@ def read_token(path: str | None, host: str) -> str | None:
 )
 @click.option("--max-body-mb", default=64.0, show_default=True, type=click.FloatRange(min=0, min_open=True))
 @click.option(
+    "--max-pixels",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Refuse (422) images declaring more pixels (all frames); default 50000000.",
+)
+@click.option(
     "--drain-timeout", default=30.0, show_default=True, type=click.FloatRange(min=0), help="Seconds SIGTERM waits."
 )
 def command(
@@ -90,6 +96,7 @@ def command(
     max_wait_ms: float,
     max_queue: int,
     max_body_mb: float,
+    max_pixels: int | None,
     drain_timeout: float,
 ) -> None:
     """Serve the ensemble over HTTP: POST an image (DICOM, PNG or JPEG) as the raw body, get its decision.
@@ -119,8 +126,11 @@ def command(
         raise TbensError(
             f"tbens serve needs the serve extra ({exc.name} missing): pip install 'tbensemble[serve]'"
         ) from None
+    from tbensemble.data.decode import set_max_pixels
     from tbensemble.engine.api import load
 
+    if max_pixels is not None:
+        set_max_pixels(max_pixels)
     triage = load(artifacts, device=device)
     audit = AuditLog(audit_log)
     settings = ServeSettings(

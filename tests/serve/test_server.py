@@ -104,6 +104,15 @@ def test_422_refused_by_the_decode_limits(server):
     assert "refused" in body["error"] and "aspect ratio" in body["error"]
 
 
+def test_422_over_max_pixels(served_artifacts, tmp_path, images):
+    server = start_server(served_artifacts, tmp_path, "--max-pixels", "1000")
+    try:
+        body = _assert_error(httpx.post(f"{server.url}/v1/predict", content=images["scan.dcm"]), 422)
+        assert "megapixel limit" in body["error"]
+    finally:
+        assert server.stop() == 0
+
+
 def test_unknown_route_and_bad_query_are_json(server, images):
     _assert_error(httpx.get(f"{server.url}/v1/nothing"), 404)
     _assert_error(httpx.post(f"{server.url}/v1/predict", params={"heatmap": "maybe"}, content=images["scan.png"]), 422)
