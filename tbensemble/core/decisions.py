@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from tbensemble.core.errors import ArtifactError, DataError
-from tbensemble.core.metrics import check_scores, confusion_at
+from tbensemble.core.metrics import check_scores, confusion_at, operating_points
 
 TB, NORMAL, REFER = "tb", "normal", "refer"
 DECISIONS = (TB, NORMAL, REFER)
@@ -54,6 +54,10 @@ SATURATED_FRACTION = 0.60
 PSI_ALERT = 0.2
 """PSI above 0.2 is the usual 'significant shift' convention (0.1-0.2 moderate, below 0.1 stable)."""
 PSI_BINS = 10
+PSI_MIN_IMAGES = 100
+"""Below this many scores a 10-bin PSI is mostly sampling noise; monitor says so."""
+REFER_ALERT = 0.10
+"""A refer rate above 10% also alerts: in-distribution images are referred about 1-3% of the time."""
 PSI_FLOOR = 1e-4
 """Empty bins are floored at this share so the logarithm stays finite."""
 
@@ -106,8 +110,9 @@ def guaranteed_sensitivity_threshold(
     positives = np.sort(scores[labels == 1])[::-1]
     if positives.size == 0:
         raise DataError("guaranteed threshold: no positive (TB) labels")
-    # At threshold positives[k-1] at least k positives are flagged (ties only add more).
-    flagged = np.array([np.sum(positives >= t) for t in positives])
+    # Flagged positives at each candidate threshold t = positives[k]: how many scores are >= t (ties included).
+    ascending = positives[::-1]
+    flagged = positives.size - np.searchsorted(ascending, positives, side="left")
     bounds = clopper_pearson_lower(flagged, positives.size, confidence)
     ok = np.nonzero(bounds >= target)[0]
     index = int(ok[0]) if ok.size else positives.size - 1
@@ -135,6 +140,17 @@ def guaranteed_point(
     }
 
 
+def decision_points(
+    labels: np.ndarray, scores: np.ndarray, target_sensitivity: float
+) -> tuple[dict[str, dict[str, Any]], str]:
+    """The plain points of ``core.metrics.operating_points`` plus the guaranteed sensitivity point, and
+    the name of the latter, which is the default decision."""
+    points = {name: p.to_dict() for name, p in operating_points(labels, scores, target_sensitivity).items()}
+    guaranteed = guaranteed_point(labels, scores, target_sensitivity)
+    points[guaranteed["name"]] = guaranteed
+    return points, guaranteed["name"]
+
+
 def guaranteed_name(target: float, confidence: float = CONFIDENCE) -> str:
     return f"sensitivity>={target:.2f}@lcb{round(confidence * 100)}"
 
@@ -148,13 +164,21 @@ def who_minimum_met(point: Mapping[str, Any]) -> bool:
 
 
 def who_warning(point: Mapping[str, Any]) -> str | None:
-    """The one line every door prints when the default point misses WHO's minimum, else None."""
-    if who_minimum_met(point):
+    """The one line every door prints when the default point misses WHO's minimum or its guarantee, else None."""
+    guarantee = point.get("guarantee") or {}
+    unmet = guarantee and not guarantee.get("achieved", True)
+    if who_minimum_met(point) and not unmet:
         return None
+    why = (
+        f"even flagging all {guarantee.get('n_positives')} OOF TB images leaves the 95% lower bound on "
+        f"sensitivity at {float(guarantee.get('sensitivity_lower_bound', 0.0)):.3f}; "
+        if unmet
+        else ""
+    )
     return (
-        f"operating point {point.get('name')} misses WHO's triage minimum (sensitivity >= 0.90 with "
-        f"specificity >= 0.70): OOF sensitivity {float(point.get('sensitivity', float('nan'))):.3f}, "
-        f"specificity {float(point.get('specificity', float('nan'))):.3f}; not fit for TB triage"
+        f"WARNING: operating point {point.get('name')} misses WHO's triage minimum (sensitivity >= 0.90 with "
+        f"specificity >= 0.70): {why}OOF sensitivity {float(point.get('sensitivity', float('nan'))):.3f}, "
+        f"specificity {float(point.get('specificity', float('nan'))):.3f}; not fit for TB triage as it stands"
     )
 
 
@@ -221,12 +245,14 @@ class FeatureReference:
         mean = pooled.mean(axis=0)
         centred = pooled - mean
         _, singular, axes = np.linalg.svd(centred, full_matrices=False)
-        k = int(min(n_components, axes.shape[0], pooled.shape[0] - 1))
-        scales = singular[:k] / np.sqrt(max(pooled.shape[0] - 1, 1))
-        scales = np.maximum(scales, 1e-6 * max(float(scales.max(initial=0.0)), 1e-12))
+        # At most half the images' degrees of freedom go to the axes, so some spread is left off them:
+        # with k near n the residual of the fitted images is ~0 and every new image would look far.
+        k = int(min(n_components, axes.shape[0], (pooled.shape[0] - 1) // 2))
+        total = float(np.sqrt(np.sum(singular**2) / (pooled.shape[0] - 1))) or 1.0
+        scales = np.maximum(singular[:k] / np.sqrt(pooled.shape[0] - 1), 1e-3 * total)
         residual = centred - (centred @ axes[:k].T) @ axes[:k]
-        residual_scale = float(np.sqrt(np.mean(np.sum(residual**2, axis=1)))) or 1e-12
-        return cls(mean, axes[:k], scales, max(residual_scale, 1e-12))
+        residual_scale = float(np.sqrt(np.mean(np.sum(residual**2, axis=1))))
+        return cls(mean, axes[:k], scales, max(residual_scale, 1e-3 * total))
 
     def distance(self, pooled: np.ndarray) -> np.ndarray:
         centred = np.asarray(pooled, dtype=np.float64) - self.mean
@@ -337,3 +363,27 @@ def psi(reference: Mapping[str, Any], scores: np.ndarray) -> float:
     actual = np.maximum(counts / counts.sum(), PSI_FLOOR)
     expected = np.maximum(expected, PSI_FLOOR)
     return float(np.sum((actual - expected) * np.log(actual / expected)))
+
+
+def drift_summary(reference: Mapping[str, Any], scores: np.ndarray, decisions: Sequence[str]) -> dict[str, Any]:
+    """``ok`` or ``alert`` for a batch: PSI of its scores against the reference, and its refer rate."""
+    value = psi(reference, scores)
+    referred = float(np.mean([d == REFER for d in decisions])) if len(decisions) else 0.0
+    alerts = []
+    if value > float(reference.get("alert_above", PSI_ALERT)):
+        alerts.append(
+            f"score distribution shifted (PSI {value:.3f} > {float(reference.get('alert_above', PSI_ALERT)):.2f})"
+        )
+    if referred > REFER_ALERT:
+        alerts.append(f"refer rate {referred:.1%} > {REFER_ALERT:.0%}")
+    notes = [f"only {len(scores)} images: PSI is noisy below {PSI_MIN_IMAGES}"] if len(scores) < PSI_MIN_IMAGES else []
+    return {
+        "status": "alert" if alerts else "ok",
+        "psi": value,
+        "psi_alert_above": float(reference.get("alert_above", PSI_ALERT)),
+        "refer_rate": referred,
+        "refer_alert_above": REFER_ALERT,
+        "n": len(scores),
+        "alerts": alerts,
+        "notes": notes,
+    }

@@ -115,6 +115,9 @@ class EnsembleEntry:
     """The OOF score distribution (bin edges and shares) that ``tbens monitor`` compares batches with."""
     site: dict[str, Any] | None = None
     """Set by ``tbens recalibrate``: the site data the operating points and calibration were re-chosen on."""
+    weighting: dict[str, Any] | None = None
+    """How the backbone weights were chosen (``core.weighting``): ``method``, ``weights`` per backbone and
+    each method's nested cross-validated AUC."""
 
 
 @dataclass

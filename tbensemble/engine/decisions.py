@@ -21,6 +21,7 @@ from tbensemble.core import decisions as rules
 from tbensemble.core.errors import ArtifactError, TbensError
 from tbensemble.core.manifest import MANIFEST_NAME, sha256_of
 from tbensemble.core.metrics import historical_rank
+from tbensemble.data.dicom_header import read_header
 from tbensemble.data.views import apply_views
 from tbensemble.engine.ensemble import Ensemble
 
@@ -105,24 +106,30 @@ def _point(ensemble: Ensemble, name: str | None) -> dict[str, Any]:
     return {"name": chosen, **points[chosen]}
 
 
+def feature_distances(ensemble: Ensemble, evidence: Evidence) -> np.ndarray:
+    """Each image's distance from the training images: per model against its stored reference, then the
+    weighted mean over models (about 1 for a typical training image)."""
+    references = (ensemble.manifest.ensemble.refer or {})["features"]["models"]
+    where = f"{ensemble.manifest.root / MANIFEST_NAME} refer.features.models"
+    missing = sorted(set(evidence.features) - set(references))
+    if missing or not evidence.features:
+        raise ArtifactError(f"{where}: no feature reference for {', '.join(missing) or 'any model'}")
+    distances = {
+        name: rules.FeatureReference.from_dict(references[name], f"{where}.{name}").distance(pooled)
+        for name, pooled in evidence.features.items()
+    }
+    return rules.combine_distances(distances, ensemble.weights)
+
+
 def refer_reasons(ensemble: Ensemble, evidence: Evidence, ranks: Mapping[str, np.ndarray]) -> list[list[str]]:
     """Model-side reasons per image: far from the training images' features; backbones disagree."""
     refer = ensemble.manifest.ensemble.refer or {}
-    n = len(evidence.pixel_reasons)
-    reasons: list[list[str]] = [[] for _ in range(n)]
-    where = str(ensemble.manifest.root / MANIFEST_NAME)
+    reasons: list[list[str]] = [[] for _ in evidence.pixel_reasons]
     feature_rule = refer.get("features")
     if feature_rule:
-        references = feature_rule["models"]
-        distances = {
-            name: rules.FeatureReference.from_dict(references[name], f"{where} refer.features.{name}").distance(pooled)
-            for name, pooled in evidence.features.items()
-            if name in references
-        }
-        if distances:
-            combined = rules.combine_distances(distances, ensemble.weights)
-            for i in np.nonzero(combined > float(feature_rule["threshold"]))[0]:
-                reasons[i].append("out_of_distribution")
+        combined = feature_distances(ensemble, evidence)
+        for i in np.nonzero(combined > float(feature_rule["threshold"]))[0]:
+            reasons[i].append("out_of_distribution")
     disagreement_rule = refer.get("disagreement")
     if disagreement_rule:
         backbone_of = {m.name: m.backbone for m in ensemble.manifest.models}
@@ -195,3 +202,26 @@ def decide_images(
         alone or in any batch, so the decision is too.
     """
     return decisions_from_evidence(ensemble, gather_evidence(ensemble, images), image_ids, headers, operating_point)
+
+
+@dataclass
+class BatchDecisions:
+    scores: dict[str, np.ndarray]
+    """Per-model TTA-mean probabilities (what ``Ensemble.score`` gives), for a batch-ranked submission."""
+    decisions: pd.DataFrame
+
+
+def decide_paths(
+    ensemble: Ensemble,
+    images: np.ndarray,
+    image_ids: Sequence[str],
+    paths: Sequence[str | os.PathLike[str]],
+    operating_point: str | None = None,
+) -> BatchDecisions:
+    """``decide_images`` for images decoded from ``paths``: DICOM headers are read from the files, and the
+    per-model scores come back too, so a batch is run through the models once for both outputs."""
+    evidence = gather_evidence(ensemble, images)
+    headers = [read_header(path) for path in paths]
+    return BatchDecisions(
+        evidence.scores, decisions_from_evidence(ensemble, evidence, image_ids, headers, operating_point)
+    )

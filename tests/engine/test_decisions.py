@@ -53,8 +53,9 @@ def test_dicom_tags_and_blank_frames_are_referred_with_their_reasons(ensemble, i
     headers.append({"Modality": "DX", "BodyPartExamined": "HAND", "ViewPosition": "LL"})
     frame = decide_images(ensemble, images, list("abcdef"), headers=headers)
     assert frame["decision"].tolist()[:3] == ["refer"] * 3
-    assert frame["reasons"].tolist()[:3] == ["dicom_modality=CT", "blank_image", "blank_image"]
-    assert frame["reasons"].iloc[5] == "dicom_body_part=HAND;dicom_view=LL"
+    reasons = [r.split(";") for r in frame["reasons"]]
+    assert "dicom_modality=CT" in reasons[0] and reasons[1][0] == reasons[2][0] == "blank_image"
+    assert reasons[5][:2] == ["dicom_body_part=HAND", "dicom_view=LL"]
 
 
 def test_bad_arguments_are_one_line_errors(ensemble, images):
@@ -66,3 +67,16 @@ def test_bad_arguments_are_one_line_errors(ensemble, images):
         decide_images(ensemble, images.astype(np.float32), list("abcdef"))
     with pytest.raises(TbensError, match="shape"):
         decide_images(ensemble, images[:, :16, :16], list("abcdef"))
+
+
+def test_export_stores_compact_refer_references_that_catch_unlike_images(ensemble, images):
+    refer = ensemble.manifest.ensemble.refer
+    features = refer["features"]
+    assert set(features["models"]) == {m.name for m in ensemble.manifest.models}
+    assert all(len(r["components"]) <= features["n_components"] for r in features["models"].values())
+    assert features["threshold"] > 0 and refer["disagreement"]["threshold"] > 0
+    checker = (np.indices((32, 32)).sum(axis=0) % 2 * 255).astype(np.uint8)
+    stripes = np.tile(np.linspace(0, 255, 32, dtype=np.uint8), (32, 1))
+    frame = decide_images(ensemble, np.stack([checker, stripes, *images[:2]]), list("abcd"))
+    assert "out_of_distribution" in frame["reasons"].iloc[0].split(";")
+    assert "out_of_distribution" in frame["reasons"].iloc[1].split(";")
