@@ -9,14 +9,14 @@ the same whether it arrives as a file, as the bytes of that file, or as its pixe
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -26,6 +26,8 @@ from tbensemble.data.decode import decode_gray, load_array, load_image
 from tbensemble.data.dicom_header import read_header
 from tbensemble.engine.decisions import DECISION_COLUMNS, decide_images, manifest_sha256
 from tbensemble.engine.ensemble import Ensemble
+
+T = TypeVar("T")
 
 Input = str | os.PathLike | np.ndarray | bytes | bytearray | memoryview
 """A file path, an image's pixels (uint8/uint16, gray or RGB), or an encoded file's bytes (DICOM, PNG, JPEG)."""
@@ -72,11 +74,9 @@ def bytes_as_file(data: bytes, kind: str) -> Iterator[str]:
         yield str(path)
 
 
-def _decode(item: Input, name: str, size: int | None) -> np.ndarray:
-    """One input as uint8 gray, size×size for the models (``size=None``: at its own size, for overlays)."""
-    if isinstance(item, np.ndarray):
-        return load_array(item, size, name)
-    read = decode_gray if size is None else functools.partial(load_image, size=size)
+def _through_path(item: Input, name: str, read: Callable[[str | os.PathLike], T]) -> T:
+    """``read(path)`` for a path, or for bytes held in a private file (``bytes_as_file``): files and bytes
+    share every reader (decoder, limits, DICOM header); errors name ``name``, not the private file."""
     if isinstance(item, (bytes, bytearray, memoryview)):
         data = bytes(item)
         kind = sniff_image_type(data)
@@ -90,13 +90,6 @@ def _decode(item: Input, name: str, size: int | None) -> np.ndarray:
     if isinstance(item, (str, os.PathLike)):
         return read(item)
     raise DataError(f"{name}: cannot read an input of type {type(item).__name__} (a path, an array or bytes)")
-
-
-def header_of(item: Input) -> dict[str, str] | None:
-    """The DICOM header facts the refer rules read (modality, body part, view); None for arrays and non-DICOM."""
-    if isinstance(item, np.ndarray):
-        return None
-    return read_header(bytes(item) if isinstance(item, (bytearray, memoryview)) else item)
 
 
 @dataclass
@@ -137,8 +130,11 @@ class TriageEnsemble:
         return manifest_sha256(self.ensemble)
 
     def prepare(self, item: Input, name: str) -> Decoded:
-        """Decode and resize one input for the models; ``DataError`` naming ``name`` when it cannot be."""
-        return Decoded(_decode(item, name, self.image_size), header_of(item))
+        """Decode and resize one input for the models, with its DICOM header facts; ``DataError`` naming
+        ``name`` when it cannot be decoded."""
+        if isinstance(item, np.ndarray):
+            return Decoded(load_array(item, self.image_size, name), None)
+        return _through_path(item, name, lambda path: Decoded(load_image(path, self.image_size), read_header(path)))
 
     def decide(self, image_ids: Sequence[str], decoded: Sequence[Decoded]) -> pd.DataFrame:
         """The decision rows of a decoded batch: ``engine.decisions.decide_images``, the step every door shares."""
@@ -169,7 +165,9 @@ class TriageEnsemble:
 
     def gray(self, item: Input, name: str) -> np.ndarray:
         """One input as uint8 gray at its own size (what an overlay is drawn on)."""
-        return _decode(item, name, None)
+        if isinstance(item, np.ndarray):
+            return load_array(item, None, name)
+        return _through_path(item, name, decode_gray)
 
     def heatmap(self, image: np.ndarray, height: int, width: int) -> np.ndarray:
         """The ensemble's CAM for one model-sized uint8 image, resized to height×width."""
