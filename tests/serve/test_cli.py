@@ -1,5 +1,8 @@
 """The token rule and start-up refusals: checked before any model is loaded or any port bound."""
 
+import subprocess
+import sys
+
 from click.testing import CliRunner
 
 from tbensemble.cli import cli
@@ -34,3 +37,18 @@ def test_a_short_or_multi_word_token_is_refused(tmp_path):
 def test_missing_manifest_exits_3_before_binding(tmp_path):
     result = _serve(tmp_path, "--port", "1")
     assert result.exit_code == 3, result.output
+
+
+def test_the_service_never_imports_tensorflow():
+    code = (
+        "import sys\n"
+        "import tbensemble.serve.app, tbensemble.serve.audit, tbensemble.serve.batcher, tbensemble.engine.api\n"
+        "from tbensemble.cli import cli\n"
+        "cli.get_command(None, 'serve')\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'tf2onnx'))\n"
+        "assert not heavy, heavy\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
