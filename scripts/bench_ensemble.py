@@ -86,16 +86,27 @@ def ensemble_of(scores: dict[str, dict], weights: dict[str, float]) -> np.ndarra
     return rank_average(columns, model_weights)
 
 
-def swing(run: Path, backbones: list[str], last: int) -> dict[str, float]:
-    """Mean over folds of the std of validation AUC over each fold's last ``last`` epochs."""
+def swing(run: Path, backbones: list[str], last: int) -> dict[str, dict[str, float]]:
+    """Validation AUC over each fold's last ``last`` epochs, averaged over folds: its std and its mean
+    absolute change from one epoch to the next (the std alone also counts a steady climb)."""
     out = {}
     for backbone in backbones:
-        stds = [
-            pd.read_csv(path)["val_auc"].tail(last).std(ddof=1)
+        tails = [
+            pd.read_csv(path)["val_auc"].tail(last)
             for path in sorted((run / "models" / backbone).glob("fold*/history.csv"))
         ]
-        out[backbone] = float(np.mean(stds)) if stds else float("nan")
+        out[backbone] = {
+            "std": float(np.mean([t.std(ddof=1) for t in tails])) if tails else float("nan"),
+            "mean_abs_step": float(np.mean([t.diff().abs().mean() for t in tails])) if tails else float("nan"),
+            "min": float(min(t.min() for t in tails)) if tails else float("nan"),
+        }
     return out
+
+
+def _swing_line(swings: dict[str, dict[str, float]]) -> str:
+    return ", ".join(
+        f"{b} std {s['std']:.4f}, mean |step| {s['mean_abs_step']:.4f}, min {s['min']:.3f}" for b, s in swings.items()
+    )
 
 
 def compare(labels: np.ndarray, columns: dict[str, np.ndarray], pairs: list[tuple[str, str]], n_boot: int) -> dict:
@@ -200,7 +211,7 @@ def print_seed(result: dict[str, Any]) -> None:
     seconds = result["train_seconds"]
     seed_way = seconds["seed's way"]
     print(f"  training: ensemble {seconds['ensemble']:.0f}s, seed's way {seed_way:.0f}s")
-    print(f"  val-AUC swing (std, last epochs): {json.dumps({k: round(v, 4) for k, v in result['swing'].items()})}")
+    print(f"  val-AUC swing over the last epochs: {_swing_line(result['swing'])}")
     if result["nested_auc"]:
         print(f"  nested OOF AUC: {json.dumps({k: round(v, 4) for k, v in result['nested_auc'].items()})}")
 
@@ -230,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n{result['run']}")
             for name, entry in result["test"].items():
                 print(f"  {name:12s} test {_fmt(entry)}   OOF {result['oof_auc'][name]:.4f}")
-            print(f"  val-AUC swing: {json.dumps({k: round(v, 4) for k, v in result['swing'].items()})}")
+            print(f"  val-AUC swing over the last {args.swing_epochs} epochs: {_swing_line(result['swing'])}")
     else:
         base = load_config(args.config)
         results = []
