@@ -36,7 +36,14 @@ def write_config(path, **values):
 
 def test_warm_up_then_fine_tune_from_pretrained_weights_exports_and_predicts(tmp_path):
     start = time.monotonic()
-    common = {"backbones": LEADERBOARD, "image_size": 64, "folds": 2, "batch_size": 4, "tta": ["identity", "crop90"]}
+    common = {
+        "backbones": LEADERBOARD,
+        "image_size": 64,
+        "folds": 2,
+        "batch_size": 4,
+        "tta": ["identity", "crop90"],
+        "run_eagerly": True,  # tracing these graphs takes longer than their few steps
+    }
     pretrain_data, data = tmp_path / "pretrain-data", tmp_path / "data"
     write_demo_dataset(pretrain_data, n_train=8, n_test=0, seed=21, size=64, positive_rate=0.5)
     write_demo_dataset(data, n_train=16, n_test=4, seed=22, size=64, positive_rate=0.5)
