@@ -7,7 +7,6 @@ import json
 import zipfile
 
 import h5py
-
 import keras
 import numpy as np
 import pandas as pd
