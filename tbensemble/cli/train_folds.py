@@ -111,5 +111,10 @@ def command(
     )
     click.echo(auc_table(metrics))
     click.echo("OOF: each fold model's scores ranked within its fold (the ensemble's scale); pooled: raw probabilities")
+    ensemble = metrics.get("ensemble")
+    if ensemble and len(ensemble["weights"]) > 1:
+        weights = ", ".join(f"{b} {w:.2f}" for b, w in ensemble["weights"].items())
+        nested = "" if ensemble.get("nested_auc") is None else f", nested-CV AUC {ensemble['nested_auc']:.4f}"
+        click.echo(f"ensemble weights: {ensemble['weighting']} ({weights}{nested}); every method in metrics.json")
     if metrics["missing"]:
         click.echo(f"not yet trained: {', '.join(metrics['missing'])}")

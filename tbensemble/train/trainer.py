@@ -159,6 +159,7 @@ def _compile(model: keras.Model, config: TrainConfig, learning_rate: float, step
         optimizer=keras.optimizers.Adam(rate, use_ema=ema, ema_momentum=config.ema_momentum if ema else 0.99),
         loss="binary_crossentropy",
         metrics=[keras.metrics.AUC(name="auc")],
+        run_eagerly=config.run_eagerly,
     )
 
 
