@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "tbensemble.cli.evaluate",
     "explain": "tbensemble.cli.explain",
     "demo": "tbensemble.cli.demo",
+    "optimize": "tbensemble.cli.optimize",
 }
 """Command name -> module; each module defines ``command``, a ``click.Command``."""
 

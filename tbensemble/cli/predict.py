@@ -23,6 +23,13 @@ import click
 @click.option("--out", default="submission.csv", show_default=True, type=click.Path(dir_okay=False))
 @click.option("--tta", default=None, help="Comma-separated views; default: the manifest's (as chosen in training).")
 @click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True)
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32"]),
+    default="auto",
+    show_default=True,
+    help="auto: each model's faster variant chosen by 'tbens optimize' where it runs here; fp32: the exported models.",
+)
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
 @click.option(
     "--skip-bad", is_flag=True, help="Score the images that decode; list the others in <out stem>.skipped.csv."
@@ -47,6 +54,7 @@ def command(
     out: str,
     tta: str | None,
     device: str,
+    precision: str,
     batch_size: int,
     skip_bad: bool,
     sample_submission: str | None,
@@ -70,7 +78,7 @@ def command(
     from tbensemble.engine.ensemble import Ensemble
 
     views = [v.strip() for v in tta.split(",") if v.strip()] if tta is not None else None
-    ensemble = Ensemble.load(artifacts, device=device, tta=views)
+    ensemble = Ensemble.load(artifacts, device=device, tta=views, precision=precision)
     images = predict.collect_images(list(inputs))
     sample = Path(sample_submission) if sample_submission else predict.find_sample_submission(list(inputs))
     prediction = predict.predict_images(ensemble, images, batch_size=batch_size, skip_bad=skip_bad)

@@ -30,6 +30,31 @@ class InputSpec:
 
 
 @dataclass
+class VariantEntry:
+    """A faster form of one fold model (another runtime or precision) built by ``tbens optimize``, with the
+    accuracy gate it was put through against the fp32 model on that model's held-out images."""
+
+    name: str
+    """e.g. ``openvino-bf16``, ``ort-int8-qoperator``."""
+    runtime: str
+    """``onnxruntime`` or ``openvino``."""
+    file: str
+    """Relative to the manifest's folder; an OpenVINO variant may read the fp32 ONNX file itself."""
+    sha256: str
+    precision: str
+    """``fp32``, ``bf16`` or ``int8``: the OpenVINO inference precision hint, or the quantised weights."""
+    requires: list[str]
+    """CPU capabilities (OpenVINO ``OPTIMIZATION_CAPABILITIES`` names) it needs; else the engine runs fp32."""
+    images_per_s: float
+    speedup: float
+    """Against the fp32 model, measured in the same interleaved run by ``tbens optimize``."""
+    gate: dict[str, Any]
+    """``core.gate.GateResult`` figures (``passed``, ``spearman``, ``delta_auc``, ``flipped_fraction``, ...)."""
+    oof_scores_sorted: list[float]
+    """The variant's own scores on the held-out images: its historical-rank reference."""
+
+
+@dataclass
 class ModelEntry:
     """One exported fold model, with the facts needed to trust it and to put its scores on a shared scale."""
 
@@ -53,6 +78,15 @@ class ModelEntry:
     head_bias: float
     weight: float = 1.0
     """This model's weight in the rank average (a backbone's weight shared among its folds)."""
+    variants: list[VariantEntry] = field(default_factory=list)
+    default_variant: str = "fp32"
+    """The variant the engine runs under ``--precision auto``: ``fp32`` or one of ``variants``."""
+
+    def variant(self, name: str) -> VariantEntry:
+        for v in self.variants:
+            if v.name == name:
+                return v
+        raise ArtifactError(f"model {self.name}: default variant {name!r} is not among its variants")
 
 
 @dataclass
@@ -126,7 +160,13 @@ def load_manifest(folder_or_file: str | os.PathLike[str]) -> Manifest:
         )
     try:
         models = [
-            ModelEntry(**{**m, "input": InputSpec(**_require(m, "input", f"{path}: models[{i}]"))})
+            ModelEntry(
+                **{
+                    **m,
+                    "input": InputSpec(**_require(m, "input", f"{path}: models[{i}]")),
+                    "variants": [VariantEntry(**v) for v in m.get("variants", [])],
+                }
+            )
             for i, m in enumerate(_require(data, "models", str(path)))
         ]
         ensemble = EnsembleEntry(**_require(data, "ensemble", str(path)))
@@ -139,14 +179,18 @@ def load_manifest(folder_or_file: str | os.PathLike[str]) -> Manifest:
     return manifest
 
 
-def verify_model_files(manifest: Manifest) -> None:
+def verify_file(path: Path, expected_sha256: str) -> None:
     """Refuse a missing or tampered model file: its sha256 must equal the manifest's."""
+    if not path.is_file():
+        raise ArtifactError(f"{path}: model file listed in the manifest is missing")
+    actual = sha256_of(path)
+    if actual != expected_sha256:
+        raise ArtifactError(
+            f"{path}: sha256 {actual[:12]}… does not match the manifest's {expected_sha256[:12]}… (file changed or tampered)"
+        )
+
+
+def verify_model_files(manifest: Manifest) -> None:
+    """Refuse a missing or tampered fp32 model file (variants are checked when they are loaded)."""
     for entry in manifest.models:
-        model_path = manifest.model_path(entry)
-        if not model_path.is_file():
-            raise ArtifactError(f"{model_path}: model file listed in the manifest is missing")
-        actual = sha256_of(model_path)
-        if actual != entry.sha256:
-            raise ArtifactError(
-                f"{model_path}: sha256 {actual[:12]}… does not match the manifest's {entry.sha256[:12]}… (file changed or tampered)"
-            )
+        verify_file(manifest.model_path(entry), entry.sha256)

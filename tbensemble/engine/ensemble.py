@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
@@ -22,7 +22,7 @@ from tbensemble.core.errors import ArtifactError, TbensError
 from tbensemble.core.manifest import Manifest, load_manifest, verify_model_files
 from tbensemble.core.metrics import historical_rank, rank_average, weighted_rank_average
 from tbensemble.data.views import apply_views
-from tbensemble.engine.session import make_session
+from tbensemble.engine.variants import open_model, reference_for
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +48,19 @@ class Ensemble:
     providers: dict[str, str]
     tta: list[str]
     image_size: int
+    variants: dict[str, str] = field(default_factory=dict)
+    """Model name -> the variant running it (``fp32`` or a name from ``tbens optimize``)."""
 
     @classmethod
     def load(
-        cls, artifacts_dir: str | os.PathLike[str], device: str = "auto", tta: list[str] | None = None
+        cls,
+        artifacts_dir: str | os.PathLike[str],
+        device: str = "auto",
+        tta: list[str] | None = None,
+        precision: str = "auto",
     ) -> Ensemble:
-        """Read the manifest, refuse missing or tampered model files, and open one session per model."""
+        """Read the manifest, refuse missing or tampered model files, and open one session per model
+        (the chosen faster variant under ``precision=auto`` where it can run here)."""
         manifest = load_manifest(artifacts_dir)
         verify_model_files(manifest)
         sizes = {m.input.size for m in manifest.models}
@@ -64,11 +71,13 @@ class Ensemble:
                 f"{manifest.root / 'manifest.json'}: default operating point "
                 f"{manifest.ensemble.default_operating_point!r} is not among {list(manifest.ensemble.operating_points)}"
             )
-        sessions, providers = {}, {}
+        sessions, providers, variants = {}, {}, {}
         for entry in manifest.models:
-            sessions[entry.name], providers[entry.name] = make_session(manifest.model_path(entry), device)
+            sessions[entry.name], providers[entry.name], variants[entry.name] = open_model(
+                manifest, entry, device, precision
+            )
         views = check_tta(tta, manifest) if tta else list(manifest.ensemble.tta)
-        return cls(manifest, sessions, providers, views, sizes.pop())
+        return cls(manifest, sessions, providers, views, sizes.pop(), variants)
 
     @cached_property
     def weights(self) -> dict[str, float]:
@@ -76,8 +85,9 @@ class Ensemble:
 
     @cached_property
     def references(self) -> dict[str, np.ndarray]:
-        """Each model's sorted OOF scores as arrays, built once rather than on every scored batch."""
-        return {m.name: np.asarray(m.oof_scores_sorted) for m in self.manifest.models}
+        """Each model's sorted OOF scores as arrays (the running variant's own), built once rather than on
+        every scored batch."""
+        return {m.name: np.asarray(reference_for(m, self.variants.get(m.name, "fp32"))) for m in self.manifest.models}
 
     def score(self, images: np.ndarray) -> dict[str, np.ndarray]:
         """Per model, the mean probability over TTA views of uint8 images (N, S, S); one session call each."""

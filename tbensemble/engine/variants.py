@@ -1,0 +1,144 @@
+"""Open a fold model as the variant ``tbens optimize`` chose for it, or as the fp32 ONNX Runtime session.
+
+Both come back behind ONNX Runtime's ``run(output_names, feed) -> list[array]`` call, so the ensemble,
+CAM and benchmarks need not know which runtime scores an image. A chosen variant is used only where it
+can run as it was measured: on the CPU, with its runtime installed and the instruction sets it needs;
+otherwise the model runs in fp32 and one log line says why. A variant file that fails its hash is
+refused like any model file.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from tbensemble.core.errors import ArtifactError, TbensError
+from tbensemble.core.gate import FP32
+from tbensemble.core.manifest import Manifest, ModelEntry, VariantEntry, verify_file
+from tbensemble.engine.session import make_session, physical_cores, why_no_cuda
+
+PRECISIONS = ("auto", "fp32")
+OPENVINO = "openvino"
+ONNXRUNTIME = "onnxruntime"
+OPENVINO_PRECISION = {"fp32": "f32", "bf16": "bf16"}
+"""Variant precision -> OpenVINO ``INFERENCE_PRECISION_HINT``."""
+
+log = logging.getLogger(__name__)
+_LOGGED: set[str] = set()
+
+
+def _log_once(message: str) -> None:
+    if message not in _LOGGED:
+        _LOGGED.add(message)
+        log.warning(message)
+
+
+@functools.cache
+def openvino_core() -> Any:
+    """One OpenVINO Core per process; ImportError when the ``optimize`` extra is not installed."""
+    import openvino
+
+    return openvino.Core()
+
+
+def cpu_capabilities() -> frozenset[str]:
+    """OpenVINO's ``OPTIMIZATION_CAPABILITIES`` of this CPU (``BF16``, ``INT8``, ...)."""
+    return frozenset(openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+
+
+class OpenVinoModel:
+    """An OpenVINO compiled model called like an ONNX Runtime session.
+
+    One infer request serves every call under a lock: a request is not safe to share between threads,
+    and on a CPU engine concurrent calls would only compete for the same cores.
+    """
+
+    def __init__(self, compiled: Any) -> None:
+        self.compiled = compiled
+        self._request = compiled.create_infer_request()
+        self._lock = threading.Lock()
+
+    def run(self, output_names: Sequence[str], feed: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        with self._lock:
+            results = self._request.infer(dict(feed))
+            return [np.array(results[self.compiled.output(name)]) for name in output_names]
+
+
+def compile_openvino(path: str, precision: str, threads: int | None = None) -> OpenVinoModel:
+    """Compile an ONNX (or IR) file for the CPU with the precision hint; the batch dimension stays dynamic."""
+    core = openvino_core()
+    config = {
+        "INFERENCE_PRECISION_HINT": OPENVINO_PRECISION[precision],
+        "INFERENCE_NUM_THREADS": threads or physical_cores(),
+        "PERFORMANCE_HINT": "LATENCY",
+    }
+    try:
+        return OpenVinoModel(core.compile_model(core.read_model(path), "CPU", config))
+    except RuntimeError as exc:
+        raise TbensError(f"{path}: OpenVINO cannot compile this model ({str(exc).splitlines()[0]})") from None
+
+
+def why_unavailable(runtime: str, requires: Sequence[str]) -> str | None:
+    """Why a variant on ``runtime`` needing CPU capabilities ``requires`` cannot run here (None: it can)."""
+    if runtime == ONNXRUNTIME:
+        return None
+    if runtime != OPENVINO:
+        return f"runtime {runtime!r} is not known to this tbensemble"
+    try:
+        capabilities = cpu_capabilities()
+    except ImportError:
+        return "openvino is not installed (pip install 'tbensemble[optimize]')"
+    missing = [c for c in requires if c not in capabilities]
+    return f"this CPU lacks {', '.join(missing)}" if missing else None
+
+
+def open_variant(manifest: Manifest, variant: VariantEntry, threads: int | None = None) -> tuple[Any, str]:
+    """A runner for ``variant`` (hash already verified) and a label naming runtime and precision."""
+    path = manifest.root / variant.file
+    if variant.runtime == OPENVINO:
+        return compile_openvino(str(path), variant.precision, threads), f"OpenVINO CPU {variant.precision}"
+    session, provider = make_session(path, "cpu", threads)
+    return session, f"{provider} {variant.precision}"
+
+
+def open_model(
+    manifest: Manifest, entry: ModelEntry, device: str = "auto", precision: str = "auto", threads: int | None = None
+) -> tuple[Any, str, str]:
+    """The runner for one fold model, the provider label, and the variant name actually running.
+
+    ``precision=auto`` runs the manifest's chosen variant where it can run here; ``fp32`` always runs the
+    exported model. Variants are CPU builds: on CUDA the fp32 model runs.
+    """
+    if precision not in PRECISIONS:
+        raise TbensError(f"--precision {precision!r} is not known; allowed: {', '.join(PRECISIONS)}")
+    name = entry.default_variant if precision == "auto" else FP32
+    if name != FP32:
+        variant = entry.variant(name)
+        verify_file(manifest.root / variant.file, variant.sha256)
+        on_cpu = device == "cpu" or (device == "auto" and why_no_cuda() is not None)
+        reason = (
+            why_unavailable(variant.runtime, variant.requires)
+            if on_cpu
+            else "variants are CPU builds and this run uses CUDA"
+        )
+        if reason is None:
+            runner, label = open_variant(manifest, variant, threads)
+            return runner, label, name
+        _log_once(f"{entry.name}: variant {name} not used ({reason}); running the fp32 model")
+    session, provider = make_session(manifest.model_path(entry), device, threads)
+    return session, provider, FP32
+
+
+def reference_for(entry: ModelEntry, variant_name: str) -> list[float]:
+    """The historical-rank reference of the model as it runs: the variant's own OOF scores, or fp32's."""
+    if variant_name == FP32:
+        return entry.oof_scores_sorted
+    reference = entry.variant(variant_name).oof_scores_sorted
+    if not reference:
+        raise ArtifactError(f"model {entry.name}: variant {variant_name} has no OOF reference scores")
+    return reference
