@@ -59,7 +59,10 @@ class GateResult:
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
     """Rank correlation; NaN when either side is constant (no order to agree on)."""
-    return float(pd.Series(check_scores(a)).corr(pd.Series(check_scores(b)), method="spearman"))
+    a, b = check_scores(a), check_scores(b)
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(pd.Series(a).corr(pd.Series(b), method="spearman"))
 
 
 def evaluate_gate(
