@@ -119,7 +119,8 @@ def open_model(
     name = entry.default_variant if precision == "auto" else FP32
     if name != FP32:
         variant = entry.variant(name)
-        verify_file(manifest.root / variant.file, variant.sha256)
+        if (variant.file, variant.sha256) != (entry.file, entry.sha256):  # the fp32 file is verified already
+            verify_file(manifest.root / variant.file, variant.sha256)
         on_cpu = device == "cpu" or (device == "auto" and why_no_cuda() is not None)
         reason = (
             why_unavailable(variant.runtime, variant.requires)
@@ -127,8 +128,11 @@ def open_model(
             else "variants are CPU builds and this run uses CUDA"
         )
         if reason is None:
-            runner, label = open_variant(manifest, variant, threads)
-            return runner, label, name
+            try:
+                runner, label = open_variant(manifest, variant, threads)
+                return runner, label, name
+            except TbensError as exc:  # e.g. another OpenVINO version that cannot compile it: fp32 still can
+                reason = str(exc)
         _log_once(f"{entry.name}: variant {name} not used ({reason}); running the fp32 model")
     session, provider = make_session(manifest.model_path(entry), device, threads)
     return session, provider, FP32

@@ -9,12 +9,14 @@ files; a rerun skips models already done unless ``force``.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from tbensemble.core import atomic
+from tbensemble.core.errors import TbensError
 from tbensemble.core.gate import DEFAULT_LIMITS, FP32, Candidate, GateLimits, choose_variant, evaluate_gate
 from tbensemble.core.manifest import (
     Manifest,
@@ -39,6 +42,7 @@ from tbensemble.optimize.candidates import VariantSpec, build_variant, remove_st
 from tbensemble.optimize.images import FoldImages, fold_images, run_training_set
 from tbensemble.optimize.quantize import ViewBatches
 
+LOCK_NAME = ".optimize.lock"
 REPORT_NAME = "optimize.json"
 """Every variant's figures, the ones that failed or could not run included (the manifest keeps only the
 variants whose files it ships)."""
@@ -210,6 +214,32 @@ def optimize_run(
     """Optimize every fold model of an exported run; returns one report per model (also in optimize.json)."""
     run = Path(run_dir)
     specs = select_specs(target, variant_names)
+    with exclusive(run):
+        return _optimize_models(run, target, specs, data_dir, n_calibration, batch_size, limits, force, on_model)
+
+
+@contextlib.contextmanager
+def exclusive(run: Path) -> Iterator[None]:
+    """Refuse a second ``tbens optimize`` on the same run while one is running (both rewrite the manifest)."""
+    with open(run / LOCK_NAME, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise TbensError(f"{run}: another 'tbens optimize' is running on this run; wait for it to finish") from None
+        yield
+
+
+def _optimize_models(
+    run: Path,
+    target: str,
+    specs: list[VariantSpec],
+    data_dir: str | os.PathLike[str] | None,
+    n_calibration: int,
+    batch_size: int,
+    limits: GateLimits,
+    force: bool,
+    on_model: Callable[[ModelReport], None] | None,
+) -> list[ModelReport]:
     manifest = load_manifest(run)
     verify_model_files(manifest)
     frame = run_training_set(run, data_dir)

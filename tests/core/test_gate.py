@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tbensemble.core.gate import FP32, Candidate, GateLimits, choose_variant, evaluate_gate
+from tbensemble.core.gate import DEFAULT_LIMITS, FP32, Candidate, GateLimits, choose_variant, evaluate_gate
 from tbensemble.core.metrics import quantile_reference
 
 
@@ -13,7 +13,7 @@ def heldout():
     return labels, scores
 
 
-def gate(labels, fp32, variant, threshold=0.8, limits=GateLimits()):
+def gate(labels, fp32, variant, threshold=0.8, limits=DEFAULT_LIMITS):
     return evaluate_gate(
         labels, fp32, variant, quantile_reference(fp32), quantile_reference(variant), threshold, limits
     )

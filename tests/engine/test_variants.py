@@ -167,3 +167,16 @@ def test_openvino_model_is_safe_to_call_from_threads(tmp_path, images):
         results = list(pool.map(lambda b: model.run(["probability"], {"image": b})[0], batches * 4))
     np.testing.assert_allclose(np.concatenate(results[: len(images)])[:, 0], fp32_scores(root, images), atol=1e-5)
     assert all(np.array_equal(results[i], results[i + len(images)]) for i in range(len(images)))
+
+
+def test_a_variant_that_cannot_be_opened_falls_back(tmp_path, monkeypatch, caplog):
+    def cannot_compile(*args, **kwargs):
+        raise TbensError("tiny-f0.onnx: OpenVINO cannot compile this model (unsupported op)")
+
+    monkeypatch.setattr(engine_variants, "why_unavailable", lambda runtime, requires: None)
+    monkeypatch.setattr(engine_variants, "compile_openvino", cannot_compile)
+    root = make_artifacts(tmp_path)
+    set_variants(root, [openvino_variant(root)], "openvino-fp32")
+    with caplog.at_level(logging.WARNING):
+        assert Ensemble.load(root, device="cpu").variants == {"tiny-f0": "fp32"}
+    assert "variant openvino-fp32 not used (tiny-f0.onnx: OpenVINO cannot compile this model" in caplog.text

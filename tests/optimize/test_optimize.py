@@ -155,3 +155,11 @@ def test_bad_inputs_are_one_line_errors(run, tmp_path):
     (run / "folds.csv").unlink()
     with pytest.raises(DataError, match=r"folds\.csv: not found"):
         optimize_run(run)
+
+
+def test_a_second_optimize_on_the_same_run_is_refused(run):
+    from tbensemble.optimize.run import exclusive
+
+    with exclusive(run), pytest.raises(TbensError, match="another 'tbens optimize' is running on this run"):
+        optimize_run(run, variant_names=["ort-int8-qdq"])
+    assert optimize_run(run, variant_names=["ort-int8-qdq"], n_calibration=4)[0].n_heldout == 20
