@@ -52,6 +52,8 @@ class VariantEntry:
     """``core.gate.GateResult`` figures (``passed``, ``spearman``, ``delta_auc``, ``flipped_fraction``, ...)."""
     oof_scores_sorted: list[float]
     """The variant's own scores on the held-out images: its historical-rank reference."""
+    extra_files: dict[str, str] = field(default_factory=dict)
+    """Further files the variant reads, relative path -> sha256 (an OpenVINO IR's ``.bin`` beside its ``.xml``)."""
 
 
 @dataclass

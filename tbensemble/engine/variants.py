@@ -25,8 +25,8 @@ from tbensemble.engine.session import make_session, physical_cores, why_no_cuda
 PRECISIONS = ("auto", "fp32")
 OPENVINO = "openvino"
 ONNXRUNTIME = "onnxruntime"
-OPENVINO_PRECISION = {"fp32": "f32", "bf16": "bf16"}
-"""Variant precision -> OpenVINO ``INFERENCE_PRECISION_HINT``."""
+OPENVINO_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
+"""Variant precision -> OpenVINO ``INFERENCE_PRECISION_HINT`` (an INT8 IR keeps its unquantised ops in f32)."""
 
 log = logging.getLogger(__name__)
 _LOGGED: set[str] = set()
@@ -121,6 +121,8 @@ def open_model(
         variant = entry.variant(name)
         if (variant.file, variant.sha256) != (entry.file, entry.sha256):  # the fp32 file is verified already
             verify_file(manifest.root / variant.file, variant.sha256)
+        for file, sha256 in variant.extra_files.items():
+            verify_file(manifest.root / file, sha256)
         on_cpu = device == "cpu" or (device == "auto" and why_no_cuda() is not None)
         reason = (
             why_unavailable(variant.runtime, variant.requires)

@@ -3,6 +3,8 @@
 - ``openvino-fp32`` / ``openvino-bf16``: the exported ONNX file itself, compiled by OpenVINO with the
   inference precision hint; no new file, so the variant's hash is the fp32 model's. bf16 is built only
   where OpenVINO lists ``BF16`` among the CPU's capabilities (AVX512-BF16 or AMX).
+- ``openvino-int8``: NNCF post-training quantisation of the ONNX model read by OpenVINO, saved as IR
+  (``.xml`` + ``.bin``, both hashed); the Dense head (the only MatMul) is left in fp32.
 - ``ort-int8-qoperator`` / ``ort-int8-qdq``: ONNX Runtime static INT8 of every op but the head.
 - ``ort-int8-conv``: only the convolutions in INT8 (QOperator); models whose batch-norms cannot be folded
   (DenseNet's after each concat) lose their ranking when fully quantised but keep it this way.
@@ -11,7 +13,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ from tbensemble.core.errors import TbensError
 from tbensemble.core.manifest import Manifest, ModelEntry, sha256_of
 from tbensemble.engine.session import make_session
 from tbensemble.engine.variants import ONNXRUNTIME, OPENVINO, compile_openvino
-from tbensemble.optimize.quantize import ViewBatches, quantize_int8
+from tbensemble.optimize.quantize import ViewBatches, quantize_int8, quantize_openvino_int8
 
 VARIANTS_DIR = "onnx/variants"
 
@@ -38,6 +40,7 @@ class VariantSpec:
 CPU_VARIANTS: tuple[VariantSpec, ...] = (
     VariantSpec("openvino-fp32", OPENVINO, "fp32"),
     VariantSpec("openvino-bf16", OPENVINO, "bf16", requires=("BF16",)),
+    VariantSpec("openvino-int8", OPENVINO, "int8", requires=("INT8",)),
     VariantSpec("ort-int8-qoperator", ONNXRUNTIME, "int8", quant_format="QOperator"),
     VariantSpec("ort-int8-qdq", ONNXRUNTIME, "int8", quant_format="QDQ"),
     VariantSpec("ort-int8-conv", ONNXRUNTIME, "int8", quant_format="QOperator", op_types=("Conv",)),
@@ -65,12 +68,21 @@ class BuiltVariant:
     """Relative to the manifest's folder."""
     sha256: str
     runner: Any
+    extra_files: dict[str, str] = field(default_factory=dict)
 
 
 def build_variant(
     spec: VariantSpec, manifest: Manifest, entry: ModelEntry, calibration: Callable[[], ViewBatches]
 ) -> BuiltVariant:
     """Build (INT8: quantise and write atomically) and open one variant of ``entry``."""
+    if spec.runtime == OPENVINO and spec.precision == "int8":
+        xml = f"{VARIANTS_DIR}/{entry.name}.{spec.name}.xml"
+        bin_file = xml[: -len(".xml")] + ".bin"
+        quantize_openvino_int8(manifest.model_path(entry), manifest.root / xml, calibration())
+        runner = compile_openvino(str(manifest.root / xml), spec.precision)
+        return BuiltVariant(
+            spec, xml, sha256_of(manifest.root / xml), runner, {bin_file: sha256_of(manifest.root / bin_file)}
+        )
     if spec.runtime == OPENVINO:
         runner = compile_openvino(str(manifest.model_path(entry)), spec.precision)
         return BuiltVariant(spec, entry.file, entry.sha256, runner)
@@ -91,5 +103,6 @@ def build_variant(
 
 def remove_stale(manifest: Manifest, entry: ModelEntry) -> None:
     """Delete variant files of ``entry`` left by an earlier optimize (the manifest no longer lists them)."""
-    for path in Path(manifest.root / VARIANTS_DIR).glob(f"{entry.name}.*.onnx"):
-        path.unlink()
+    for path in Path(manifest.root / VARIANTS_DIR).glob(f"{entry.name}.*"):
+        if path.suffix in (".onnx", ".xml", ".bin"):
+            path.unlink()

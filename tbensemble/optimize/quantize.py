@@ -8,6 +8,7 @@ sigmoid) stays fp32: quantising it clips the output to its calibration range.
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -81,3 +82,36 @@ def quantize_int8(
             calibrate_method=CalibrationMethod.MinMax,
         )
     return Path(out_path)
+
+
+def quantize_openvino_int8(model_path: str | Path, xml_path: Path, calibration: ViewBatches) -> Path:
+    """NNCF post-training INT8 of the ONNX model as OpenVINO reads it, saved as IR (``.xml`` + ``.bin``).
+
+    The Dense head (the only MatMul of these CNNs) stays fp32. Both files are written under temporary
+    names and renamed into place, the ``.bin`` first, so a reader never pairs an old ``.xml`` with a new
+    ``.bin``.
+    """
+    try:
+        import nncf
+        import openvino
+    except ImportError as exc:
+        raise ImportError(f"{exc.name} is not installed (pip install 'tbensemble[optimize]')") from None
+
+    batches = []
+    while (batch := calibration.get_next()) is not None:
+        batches.append(batch[calibration.input_name])
+    model = openvino.Core().read_model(str(model_path))
+    quantized = nncf.quantize(
+        model,
+        nncf.Dataset(batches),
+        preset=nncf.QuantizationPreset.PERFORMANCE,
+        subset_size=len(batches),
+        ignored_scope=nncf.IgnoredScope(types=["MatMul"], validate=False),
+    )
+    xml_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".tbens-ir-", dir=xml_path.parent) as tmp:
+        staged = Path(tmp) / "model.xml"
+        openvino.save_model(quantized, str(staged), compress_to_fp16=False)
+        os.replace(staged.with_suffix(".bin"), xml_path.with_suffix(".bin"))
+        os.replace(staged, xml_path)
+    return xml_path

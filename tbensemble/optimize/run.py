@@ -189,13 +189,15 @@ def optimize_model(
             speedup=speed[name] / speed[FP32],
             gate=candidates[name].gate.to_dict(),
             oof_scores_sorted=references[name],
+            extra_files=b.extra_files,
         )
         for name, b in built.items()
         if candidates[name].gate.passed
     ]
     for name, b in built.items():
         if not candidates[name].gate.passed and b.file != entry.file:
-            (manifest.root / b.file).unlink(missing_ok=True)
+            for file in (b.file, *b.extra_files):
+                (manifest.root / file).unlink(missing_ok=True)
     entry.default_variant = chosen
     return ModelReport(entry.name, len(images.labels), chosen, rows)
 

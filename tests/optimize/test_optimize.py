@@ -163,3 +163,22 @@ def test_a_second_optimize_on_the_same_run_is_refused(run):
     with exclusive(run), pytest.raises(TbensError, match="another 'tbens optimize' is running on this run"):
         optimize_run(run, variant_names=["ort-int8-qdq"])
     assert optimize_run(run, variant_names=["ort-int8-qdq"], n_calibration=4)[0].n_heldout == 20
+
+
+@needs_openvino
+def test_openvino_int8_ir_hashes_both_files_and_a_tampered_bin_is_refused(run):
+    from tbensemble.core.errors import ArtifactError
+
+    (report,) = optimize_run(run, variant_names=["openvino-int8"], limits=ANYTHING, n_calibration=8)
+    assert report.chosen == "openvino-int8", report.rows
+    (variant,) = load_manifest(run).models[0].variants
+    assert variant.file == "onnx/variants/tiny-f0.openvino-int8.xml"
+    assert variant.extra_files == {
+        "onnx/variants/tiny-f0.openvino-int8.bin": sha256_of(run / "onnx/variants/tiny-f0.openvino-int8.bin")
+    }
+    assert variant.sha256 == sha256_of(run / variant.file)
+    assert Ensemble.load(run, device="cpu").providers == {"tiny-f0": "OpenVINO CPU int8"}
+    with open(run / "onnx/variants/tiny-f0.openvino-int8.bin", "r+b") as handle:
+        handle.write(b"\xff\xff\xff\xff")
+    with pytest.raises(ArtifactError, match=r"openvino-int8\.bin: sha256 .* does not match"):
+        Ensemble.load(run, device="cpu")
