@@ -8,7 +8,10 @@ sigmoid) stays fp32: quantising it clips the output to its calibration range.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -97,17 +100,19 @@ def quantize_openvino_int8(model_path: str | Path, xml_path: Path, calibration: 
     except ImportError as exc:
         raise ImportError(f"{exc.name} is not installed (pip install 'tbensemble[optimize]')") from None
 
+    nncf.set_log_level(logging.WARNING)  # its INFO lines go to stdout, into the table optimize prints
     batches = []
     while (batch := calibration.get_next()) is not None:
         batches.append(batch[calibration.input_name])
     model = openvino.Core().read_model(str(model_path))
-    quantized = nncf.quantize(
-        model,
-        nncf.Dataset(batches),
-        preset=nncf.QuantizationPreset.PERFORMANCE,
-        subset_size=len(batches),
-        ignored_scope=nncf.IgnoredScope(types=["MatMul"], validate=False),
-    )
+    with contextlib.redirect_stdout(sys.stderr):  # NNCF's progress bars, kept off the table optimize prints
+        quantized = nncf.quantize(
+            model,
+            nncf.Dataset(batches),
+            preset=nncf.QuantizationPreset.PERFORMANCE,
+            subset_size=len(batches),
+            ignored_scope=nncf.IgnoredScope(types=["MatMul"], validate=False),
+        )
     xml_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".tbens-ir-", dir=xml_path.parent) as tmp:
         staged = Path(tmp) / "model.xml"
