@@ -61,8 +61,9 @@ def command(
 ) -> None:
     """Build faster variants of each fold model; ship each only where it decides like fp32.
 
-    For every fold model: OpenVINO fp32, bf16 (where the CPU has BF16) and INT8 (NNCF); ONNX Runtime INT8 (all but the
-    head; QOperator and QDQ; convolutions only). INT8 is calibrated on the fold's training images. Each
+    For every fold model: OpenVINO fp32, bf16 (where the CPU has BF16) and INT8 (NNCF); ONNX Runtime
+    INT8 (all but the head; QOperator and QDQ; convolutions only). INT8 is calibrated on the fold's
+    training images. Each
     variant scores the fold's held-out (OOF) images beside fp32 in one interleaved run and must keep
     Spearman >= 0.99, |ΔAUC| <= 0.005 and <= 1% decisions flipped at the default operating point (each
     side ranked against its own OOF reference). The fastest passing variant becomes the model's default
