@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import datetime
 import functools
 import multiprocessing
 import statistics
@@ -99,6 +100,8 @@ def synthetic_artifacts(models: list[dict[str, Any]], size: int, tta: list[str],
     """A manifest over the benchmark's exported models (uniform OOF references): enough to run the engine."""
     import shutil
 
+    import onnxruntime as ort
+
     from tbensemble import __version__
     from tbensemble.core.manifest import (
         SCHEMA_VERSION,
@@ -115,6 +118,8 @@ def synthetic_artifacts(models: list[dict[str, Any]], size: int, tta: list[str],
     for m in models:
         file = folder / "onnx" / f"{m['backbone']}.onnx"
         shutil.copy(m["path"], file)
+        outputs = ort.InferenceSession(str(file), providers=["CPUExecutionProvider"]).get_outputs()
+        channels = next(o.shape[3] for o in outputs if o.name == "features")
         entries.append(
             ModelEntry(
                 name=m["backbone"],
@@ -124,10 +129,10 @@ def synthetic_artifacts(models: list[dict[str, Any]], size: int, tta: list[str],
                 fold=0,
                 input=InputSpec(size=size),
                 outputs={"probability": "probability", "logit": "logit", "features": "features"},
-                oof_auc=float("nan"),
+                oof_auc=0.5,
                 parity={},
                 oof_scores_sorted=list(np.linspace(0, 1, 101)),
-                head_weights=[],
+                head_weights=[0.0] * channels,
                 head_bias=0.0,
             )
         )
@@ -135,7 +140,8 @@ def synthetic_artifacts(models: list[dict[str, Any]], size: int, tta: list[str],
     ensemble = EnsembleEntry(
         tta=tta, operating_points={"benchmark": point}, default_operating_point="benchmark", oof_auc=0.0
     )
-    save_manifest(Manifest(SCHEMA_VERSION, __version__, "benchmark", "", entries, ensemble), folder)
+    created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    save_manifest(Manifest(SCHEMA_VERSION, __version__, "benchmark", created, entries, ensemble), folder)
     return folder
 
 

@@ -48,6 +48,12 @@ import click
     help="label = rank average within these images (batch), or each model's rank among its OOF scores "
     "(historical: the scale the manifest's operating points are on, the same for one image or many).",
 )
+@click.option(
+    "--max-pixels",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Refuse images declaring more pixels (all frames); default 50000000.",
+)
 def command(
     artifacts: str,
     inputs: tuple[str, ...],
@@ -59,6 +65,7 @@ def command(
     skip_bad: bool,
     sample_submission: str | None,
     scale: str,
+    max_pixels: int | None,
 ) -> None:
     """Score chest X-rays with the exported ensemble and write image_id,label.
 
@@ -74,13 +81,18 @@ def command(
     """
     from pathlib import Path
 
+    from tbensemble.data.decode import set_max_pixels
     from tbensemble.engine import predict
     from tbensemble.engine.ensemble import Ensemble
 
+    if max_pixels is not None:
+        set_max_pixels(max_pixels)
+
     views = [v.strip() for v in tta.split(",") if v.strip()] if tta is not None else None
-    ensemble = Ensemble.load(artifacts, device=device, tta=views, precision=precision)
     images = predict.collect_images(list(inputs))
     sample = Path(sample_submission) if sample_submission else predict.find_sample_submission(list(inputs))
+    predict.check_submission_paths(out, images, artifacts, sample)
+    ensemble = Ensemble.load(artifacts, device=device, tta=views, precision=precision)
     prediction = predict.predict_images(ensemble, images, batch_size=batch_size, skip_bad=skip_bad)
     historical = ensemble.historical(prediction.scores)
     labels = historical if scale == "historical" else ensemble.batch_ensemble(prediction.scores)

@@ -90,6 +90,9 @@ def command(
       tbens train-folds --config configs/quickstart.yaml
       tbens train-folds --config configs/leaderboard.yaml --data data/tb --out artifacts/lb --backbones resnet50 --folds 0,1
     """
+    from tbensemble.core.optional import require_training_stack
+
+    require_training_stack("tbens train-folds")
     from tbensemble.core.config import load_config
     from tbensemble.train.trainer import train_folds
 

@@ -18,8 +18,8 @@ import numpy as np
 
 from tbensemble.core.calibration import apply_calibration
 from tbensemble.core.config import TTA_VIEWS
-from tbensemble.core.errors import ArtifactError, TbensError
-from tbensemble.core.manifest import Manifest, load_manifest, verify_model_files
+from tbensemble.core.errors import TbensError
+from tbensemble.core.manifest import Manifest, load_manifest, read_model
 from tbensemble.core.metrics import historical_rank, rank_average, weighted_rank_average
 from tbensemble.data.views import apply_views
 from tbensemble.engine.variants import open_model, reference_for
@@ -59,25 +59,17 @@ class Ensemble:
         tta: list[str] | None = None,
         precision: str = "auto",
     ) -> Ensemble:
-        """Read the manifest, refuse missing or tampered model files, and open one session per model
-        (the chosen faster variant under ``precision=auto`` where it can run here)."""
+        """Read and check the manifest, refuse outside, missing or tampered model files, open one session
+        per model from the very bytes that were hashed (the chosen faster variant under ``precision=auto``
+        where it can run here), and check each session against its entry."""
         manifest = load_manifest(artifacts_dir)
-        verify_model_files(manifest)
-        sizes = {m.input.size for m in manifest.models}
-        if len(sizes) != 1:
-            raise ArtifactError(f"{manifest.root / 'manifest.json'}: models take different input sizes {sorted(sizes)}")
-        if manifest.ensemble.default_operating_point not in manifest.ensemble.operating_points:
-            raise ArtifactError(
-                f"{manifest.root / 'manifest.json'}: default operating point "
-                f"{manifest.ensemble.default_operating_point!r} is not among {list(manifest.ensemble.operating_points)}"
-            )
+        views = check_tta(tta, manifest) if tta else list(manifest.ensemble.tta)
         sessions, providers, variants = {}, {}, {}
         for entry in manifest.models:
             sessions[entry.name], providers[entry.name], variants[entry.name] = open_model(
-                manifest, entry, device, precision
+                manifest, entry, read_model(manifest, entry), device, precision
             )
-        views = check_tta(tta, manifest) if tta else list(manifest.ensemble.tta)
-        return cls(manifest, sessions, providers, views, sizes.pop(), variants)
+        return cls(manifest, sessions, providers, views, manifest.image_size, variants)
 
     @cached_property
     def weights(self) -> dict[str, float]:

@@ -1,10 +1,12 @@
 """Open a fold model as the variant ``tbens optimize`` chose for it, or as the fp32 ONNX Runtime session.
 
-Both come back behind ONNX Runtime's ``run(output_names, feed) -> list[array]`` call, so the ensemble,
-CAM and benchmarks need not know which runtime scores an image. A chosen variant is used only where it
-can run as it was measured: on the CPU, with its runtime installed and the instruction sets it needs;
-otherwise the model runs in fp32 and one log line says why. A variant file that fails its hash is
-refused like any model file.
+Both come back behind ONNX Runtime's ``run(output_names, feed) -> list[array]`` call (and its
+``get_inputs``/``get_outputs``, so the session's signature is checked against the manifest either way),
+so the ensemble, CAM and benchmarks need not know which runtime scores an image. A chosen variant is used
+only where it can run as it was measured: on the CPU, with its runtime installed and the instruction sets
+it needs; otherwise the model runs in fp32 and one log line says why. Every file is read once, checked
+as ``core.manifest.read_artifact`` says (inside the folder, a regular file, its sha256), and the runtime
+is given those very bytes; a variant file that fails is refused like any model file.
 """
 
 from __future__ import annotations
@@ -13,14 +15,16 @@ import functools
 import logging
 import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from tbensemble.core.errors import ArtifactError, TbensError
 from tbensemble.core.gate import FP32
-from tbensemble.core.manifest import Manifest, ModelEntry, VariantEntry, verify_file
+from tbensemble.core.manifest import Manifest, ModelEntry, VariantEntry, read_artifact
 from tbensemble.engine.session import make_session, physical_cores, why_no_cuda
+from tbensemble.engine.signature import check_signature
 
 PRECISIONS = ("auto", "fp32")
 OPENVINO = "openvino"
@@ -51,6 +55,21 @@ def cpu_capabilities() -> frozenset[str]:
     return frozenset(openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
 
 
+@dataclass(frozen=True)
+class PortInfo:
+    """An OpenVINO port described as ONNX Runtime's ``NodeArg`` is: name, type string, shape (str: dynamic)."""
+
+    name: str
+    type: str
+    shape: list[int | str]
+
+
+def _port_info(port: Any) -> PortInfo:
+    dims = [d.get_length() if d.is_static else "N" for d in port.get_partial_shape()]
+    kind = "tensor(float)" if port.get_element_type().get_type_name() == "f32" else str(port.get_element_type())
+    return PortInfo(port.any_name, kind, dims)
+
+
 class OpenVinoModel:
     """An OpenVINO compiled model called like an ONNX Runtime session.
 
@@ -68,9 +87,20 @@ class OpenVinoModel:
             results = self._request.infer(dict(feed))
             return [np.array(results[self.compiled.output(name)]) for name in output_names]
 
+    def get_inputs(self) -> list[PortInfo]:
+        return [_port_info(p) for p in self.compiled.inputs]
 
-def compile_openvino(path: str, precision: str, threads: int | None = None) -> OpenVinoModel:
-    """Compile an ONNX (or IR) file for the CPU with the precision hint; the batch dimension stays dynamic."""
+    def get_outputs(self) -> list[PortInfo]:
+        return [_port_info(p) for p in self.compiled.outputs]
+
+
+def compile_openvino(
+    path: str, precision: str, threads: int | None = None, model: bytes | None = None, weights: bytes | None = None
+) -> OpenVinoModel:
+    """Compile an ONNX file (or IR ``.xml`` with its ``.bin``) for the CPU with the precision hint, from the
+    verified bytes when given; the batch dimension stays dynamic."""
+    import openvino
+
     core = openvino_core()
     config = {
         "INFERENCE_PRECISION_HINT": OPENVINO_PRECISION[precision],
@@ -78,7 +108,13 @@ def compile_openvino(path: str, precision: str, threads: int | None = None) -> O
         "PERFORMANCE_HINT": "LATENCY",
     }
     try:
-        return OpenVinoModel(core.compile_model(core.read_model(path), "CPU", config))
+        if model is None:
+            network = core.read_model(path)
+        elif weights is None:
+            network = core.read_model(model)
+        else:
+            network = core.read_model(model, openvino.Tensor(np.frombuffer(weights, dtype=np.uint8)))
+        return OpenVinoModel(core.compile_model(network, "CPU", config))
     except RuntimeError as exc:
         raise TbensError(f"{path}: OpenVINO cannot compile this model ({str(exc).splitlines()[0]})") from None
 
@@ -97,32 +133,50 @@ def why_unavailable(runtime: str, requires: Sequence[str]) -> str | None:
     return f"this CPU lacks {', '.join(missing)}" if missing else None
 
 
-def open_variant(manifest: Manifest, variant: VariantEntry, threads: int | None = None) -> tuple[Any, str]:
-    """A runner for ``variant`` (hash already verified) and a label naming runtime and precision."""
+def read_variant(manifest: Manifest, entry: ModelEntry, variant: VariantEntry) -> tuple[bytes, bytes | None]:
+    """A variant's model bytes (and an IR's weights), each file checked like a model file."""
+    where = f"{entry.name} variant {variant.name}"
+    data = read_artifact(manifest, variant.file, variant.sha256, f"{where} file", (".onnx", ".xml"))
+    weights = [read_artifact(manifest, f, sha, f"{where} {f}", (".bin",)) for f, sha in variant.extra_files.items()]
+    if variant.file.endswith(".xml") and len(weights) != 1:
+        raise ArtifactError(f"{manifest.root / variant.file}: an IR needs its one .bin in extra_files")
+    return data, (weights[0] if weights else None)
+
+
+def open_variant(
+    manifest: Manifest, variant: VariantEntry, data: bytes, weights: bytes | None, threads: int | None = None
+) -> tuple[Any, str]:
+    """A runner for ``variant`` from its verified bytes, and a label naming runtime and precision."""
     path = manifest.root / variant.file
     if variant.runtime == OPENVINO:
-        return compile_openvino(str(path), variant.precision, threads), f"OpenVINO CPU {variant.precision}"
-    session, provider = make_session(path, "cpu", threads)
+        runner = compile_openvino(str(path), variant.precision, threads, model=data, weights=weights)
+        return runner, f"OpenVINO CPU {variant.precision}"
+    session, provider = make_session(path, "cpu", threads, model=data)
     return session, f"{provider} {variant.precision}"
 
 
 def open_model(
-    manifest: Manifest, entry: ModelEntry, device: str = "auto", precision: str = "auto", threads: int | None = None
+    manifest: Manifest,
+    entry: ModelEntry,
+    fp32_bytes: bytes,
+    device: str = "auto",
+    precision: str = "auto",
+    threads: int | None = None,
 ) -> tuple[Any, str, str]:
     """The runner for one fold model, the provider label, and the variant name actually running.
 
     ``precision=auto`` runs the manifest's chosen variant where it can run here; ``fp32`` always runs the
-    exported model. Variants are CPU builds: on CUDA the fp32 model runs.
+    exported model. Variants are CPU builds: on CUDA the fp32 model runs. ``fp32_bytes`` are the exported
+    model's verified bytes (``read_model``), read whether or not a variant runs, so a tampered shipment is
+    refused whichever file would have run.
     """
     if precision not in PRECISIONS:
         raise TbensError(f"--precision {precision!r} is not known; allowed: {', '.join(PRECISIONS)}")
+    path = manifest.model_path(entry)
     name = entry.default_variant if precision == "auto" else FP32
     if name != FP32:
         variant = entry.variant(name)
-        if (variant.file, variant.sha256) != (entry.file, entry.sha256):  # the fp32 file is verified already
-            verify_file(manifest.root / variant.file, variant.sha256)
-        for file, sha256 in variant.extra_files.items():
-            verify_file(manifest.root / file, sha256)
+        data, weights = read_variant(manifest, entry, variant)
         on_cpu = device == "cpu" or (device == "auto" and why_no_cuda() is not None)
         reason = (
             why_unavailable(variant.runtime, variant.requires)
@@ -131,12 +185,15 @@ def open_model(
         )
         if reason is None:
             try:
-                runner, label = open_variant(manifest, variant, threads)
-                return runner, label, name
+                runner, label = open_variant(manifest, variant, data, weights, threads)
             except TbensError as exc:  # e.g. another OpenVINO version that cannot compile it: fp32 still can
                 reason = str(exc)
+            else:
+                check_signature(runner, entry, str(manifest.root / variant.file))
+                return runner, label, name
         _log_once(f"{entry.name}: variant {name} not used ({reason}); running the fp32 model")
-    session, provider = make_session(manifest.model_path(entry), device, threads)
+    session, provider = make_session(path, device, threads, model=fp32_bytes)
+    check_signature(session, entry, str(path))
     return session, provider, FP32
 
 

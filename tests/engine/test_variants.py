@@ -9,6 +9,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 from tbensemble.cli import cli
 from tbensemble.core.errors import ArtifactError, TbensError
@@ -131,14 +132,17 @@ def test_onnxruntime_variant_runs_its_own_file(tmp_path, images):
 
 
 def test_tampered_variant_is_refused_even_where_it_would_not_run(tmp_path, monkeypatch):
-    root = make_artifacts(tmp_path)
+    root = make_artifacts(tmp_path / "artifacts")
     variant = ort_variant(root)
     set_variants(root, [variant], "ort-int8-qoperator")
     with open(root / variant["file"], "ab") as handle:
         handle.write(b"\0")
     with pytest.raises(ArtifactError, match=r"tiny-f0\.ort-int8-qoperator\.onnx: sha256 .* does not match"):
         Ensemble.load(root, device="cpu")
-    result = CliRunner().invoke(cli, ["predict", "--artifacts", str(root), "--images", str(root)])
+    scan = tmp_path / "scan.png"
+    Image.fromarray(np.zeros((SIZE, SIZE), np.uint8)).save(scan)
+    out = str(tmp_path / "out.csv")
+    result = CliRunner().invoke(cli, ["predict", "--artifacts", str(root), "--images", str(scan), "--out", out])
     assert result.exit_code == 3 and "does not match the manifest" in result.output
     (root / variant["file"]).unlink()
     with pytest.raises(ArtifactError, match="model file listed in the manifest is missing"):
@@ -150,8 +154,11 @@ def test_tampered_variant_is_refused_even_where_it_would_not_run(tmp_path, monke
 def test_default_variant_missing_from_the_list_and_unknown_precision(tmp_path):
     root = make_artifacts(tmp_path)
     set_variants(root, [], "openvino-bf16")
-    with pytest.raises(ArtifactError, match="default variant 'openvino-bf16' is not among its variants"):
+    with pytest.raises(
+        ArtifactError, match=r'models\[0\]\.default_variant: "openvino-bf16" is not fp32 or one of its variants'
+    ):
         Ensemble.load(root, device="cpu")
+    set_variants(root, [], "fp32")
     with pytest.raises(TbensError, match="--precision 'int4' is not known"):
         Ensemble.load(root, device="cpu", precision="int4")
 
@@ -180,3 +187,24 @@ def test_a_variant_that_cannot_be_opened_falls_back(tmp_path, monkeypatch, caplo
     with caplog.at_level(logging.WARNING):
         assert Ensemble.load(root, device="cpu").variants == {"tiny-f0": "fp32"}
     assert "variant openvino-fp32 not used (tiny-f0.onnx: OpenVINO cannot compile this model" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"file": "../elsewhere.onnx"}, 'variants[0].file: "../elsewhere.onnx" is not a relative path inside'),
+        ({"file": "onnx/variants/x.so"}, "is not a .onnx or .xml file"),
+        ({"precision": "fp8"}, 'variants[0].precision: "fp8" is not one of fp32, bf16, int8'),
+        ({"runtime": "tensorrt"}, 'variants[0].runtime: "tensorrt" is not one of onnxruntime, openvino'),
+        ({"oof_scores_sorted": [0.9, 0.1]}, "variants[0].oof_scores_sorted: is not sorted"),
+        ({"extra_files": {"/etc/passwd.bin": "0" * 64}}, 'extra_files: "/etc/passwd.bin" is not a relative path'),
+        ({"name": "fp32"}, "variant names must be unique and not 'fp32'"),
+        ({"surprise": 1}, "variants[0].surprise: unknown key"),
+    ],
+)
+def test_a_variant_entry_is_checked_when_the_manifest_is_read(tmp_path, change, problem):
+    root = make_artifacts(tmp_path)
+    set_variants(root, [{**openvino_variant(root), **change}], "fp32")
+    with pytest.raises(ArtifactError) as error:
+        Ensemble.load(root, device="cpu", precision="fp32")
+    assert problem in str(error.value)

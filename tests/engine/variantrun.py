@@ -23,7 +23,7 @@ SIZE = 16
 
 
 def write_model(path: Path, seed: int = 0) -> Path:
-    """image (N,S,S,1) -> conv 3x3 (4 channels) -> relu = features -> mean -> dense -> logit -> sigmoid."""
+    """image (N,S,S,1) -> conv 3x3 (4 channels) -> relu (NHWC: features) -> mean -> dense -> logit -> sigmoid."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -37,8 +37,9 @@ def write_model(path: Path, seed: int = 0) -> Path:
     nodes = [
         helper.make_node("Transpose", ["image"], ["nchw"], perm=[0, 3, 1, 2], name="to_nchw"),
         helper.make_node("Conv", ["nchw", "conv_w", "conv_b"], ["conv"], pads=[1, 1, 1, 1], name="conv"),
-        helper.make_node("Relu", ["conv"], ["features"], name="relu"),
-        helper.make_node("GlobalAveragePool", ["features"], ["pooled"], name="pool"),
+        helper.make_node("Relu", ["conv"], ["relu"], name="relu"),
+        helper.make_node("Transpose", ["relu"], ["features"], perm=[0, 2, 3, 1], name="to_nhwc"),
+        helper.make_node("GlobalAveragePool", ["relu"], ["pooled"], name="pool"),
         helper.make_node("Flatten", ["pooled"], ["flat"], name="flatten"),
         helper.make_node("MatMul", ["flat", "dense_w"], ["matmul"], name="dense"),
         helper.make_node("Add", ["matmul", "dense_b"], ["logit"], name="dense_bias"),
@@ -51,7 +52,7 @@ def write_model(path: Path, seed: int = 0) -> Path:
         [
             helper.make_tensor_value_info("probability", TensorProto.FLOAT, ["batch", 1]),
             helper.make_tensor_value_info("logit", TensorProto.FLOAT, ["batch", 1]),
-            helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", 4, SIZE, SIZE]),
+            helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", SIZE, SIZE, 4]),
         ],
         inits,
     )
@@ -81,7 +82,7 @@ def make_artifacts(root: Path) -> Path:
     )
     point = {"threshold": 0.5, "sensitivity": 0.9, "specificity": 0.5, "ppv": 0.5, "npv": 0.5}
     ensemble = EnsembleEntry(tta=["identity"], operating_points={"p": point}, default_operating_point="p", oof_auc=0.5)
-    save_manifest(Manifest(SCHEMA_VERSION, __version__, "tiny", "", [entry], ensemble), root)
+    save_manifest(Manifest(SCHEMA_VERSION, __version__, "tiny", "2026-11-29T00:00:00+00:00", [entry], ensemble), root)
     return root
 
 
