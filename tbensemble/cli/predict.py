@@ -27,6 +27,13 @@ DEFAULT_DECISIONS = "decisions.csv"
 @click.option("--out", default="submission.csv", show_default=True, type=click.Path(dir_okay=False))
 @click.option("--tta", default=None, help="Comma-separated views; default: the manifest's (as chosen in training).")
 @click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True)
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32"]),
+    default="auto",
+    show_default=True,
+    help="auto: each model's faster variant chosen by 'tbens optimize' where it runs here; fp32: the exported models.",
+)
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
 @click.option(
     "--skip-bad", is_flag=True, help="Score the images that decode; list the others in <out stem>.skipped.csv."
@@ -80,6 +87,7 @@ def command(
     out: str,
     tta: str | None,
     device: str,
+    precision: str,
     batch_size: int,
     skip_bad: bool,
     sample_submission: str | None,
@@ -130,7 +138,7 @@ def command(
         predict.check_submission_paths(out, images, artifacts, sample)
         if target is not None:
             predict.check_decisions_path(target, images, artifacts)
-    ensemble = Ensemble.load(artifacts, device=device, tta=views)
+    ensemble = Ensemble.load(artifacts, device=device, tta=views, precision=precision)
     points = ensemble.manifest.ensemble.operating_points
     chosen = operating_point or ensemble.manifest.ensemble.default_operating_point
     if chosen not in points:
