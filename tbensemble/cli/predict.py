@@ -41,6 +41,22 @@ import click
     help="label = rank average within these images (batch), or each model's rank among its OOF scores "
     "(historical: the scale the manifest's operating points are on, the same for one image or many).",
 )
+@click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="local",
+    default=None,
+    metavar="[ADDRESS]",
+    help="Score on Ray: an actor pool of ensembles fed by Ray Data, on the cluster at ADDRESS (e.g. auto, "
+    "HOST:6379) or on a local Ray instance when no address is given. Same rows as without. Needs the ray extra.",
+)
+@click.option(
+    "--ray-actors",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Ensemble actors with --ray (default: one per GPU of the cluster, else one per CPU).",
+)
 def command(
     artifacts: str,
     inputs: tuple[str, ...],
@@ -51,6 +67,8 @@ def command(
     skip_bad: bool,
     sample_submission: str | None,
     scale: str,
+    ray_address: str | None,
+    ray_actors: int | None,
 ) -> None:
     """Score chest X-rays with the exported ensemble and write image_id,label.
 
@@ -63,9 +81,14 @@ def command(
     Examples:
       tbens predict --artifacts artifacts/quickstart --images data/demo/test --out submission.csv
       tbens predict --artifacts artifacts/quickstart --images scan1.dcm --images scan2.png --out s.csv
+      tbens predict --artifacts /shared/lb --images /archive/cxr --out /shared/scores.csv --ray auto
     """
     from pathlib import Path
 
+    if ray_address is not None:
+        from tbensemble.distributed.cluster import require_ray
+
+        require_ray()
     from tbensemble.engine import predict
     from tbensemble.engine.ensemble import Ensemble
 
@@ -73,7 +96,15 @@ def command(
     ensemble = Ensemble.load(artifacts, device=device, tta=views)
     images = predict.collect_images(list(inputs))
     sample = Path(sample_submission) if sample_submission else predict.find_sample_submission(list(inputs))
-    prediction = predict.predict_images(ensemble, images, batch_size=batch_size, skip_bad=skip_bad)
+    if ray_address is not None:
+        from tbensemble.distributed.scoring import predict_images_ray
+
+        address = None if ray_address == "local" else ray_address
+        prediction = predict_images_ray(
+            ensemble, artifacts, images, address, device, batch_size=batch_size, skip_bad=skip_bad, actors=ray_actors
+        )
+    else:
+        prediction = predict.predict_images(ensemble, images, batch_size=batch_size, skip_bad=skip_bad)
     historical = ensemble.historical(prediction.scores)
     labels = historical if scale == "historical" else ensemble.batch_ensemble(prediction.scores)
     path = predict.write_submission(prediction, labels, out, sample)

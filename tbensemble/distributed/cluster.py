@@ -1,0 +1,77 @@
+"""One Ray connection per command: the cluster at an address, or a small local instance for the run."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from types import ModuleType
+from typing import Any
+
+from tbensemble.core.errors import TbensError
+
+LOCAL_OBJECT_STORE_BYTES = 256 * 2**20
+"""A local instance moves fold files and score batches, never pixels: a small store leaves RAM to training."""
+
+NAMESPACE = "tbensemble"
+"""Named actors (one progress board per run folder) are seen by every tbens driver on a cluster."""
+
+INSTALL_HINT = 'pip install "tbensemble[ray]"'
+
+
+def require_ray() -> ModuleType:
+    """Ray (with Ray Data), or a one-line error naming the extra that installs it."""
+    # Before Ray is imported: show every job's epoch lines (Ray would fold similar lines of different
+    # workers into "repeated Nx"), and no colour codes in logs that are not a terminal.
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    if not sys.stderr.isatty():
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")
+    try:
+        import ray
+        import ray.data  # predict --ray needs Ray Data: without it the extra was not installed
+    except ImportError as exc:
+        raise TbensError(f"--ray needs Ray, an optional extra ({exc.name} is not installed): {INSTALL_HINT}") from None
+    return ray
+
+
+def usable_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+@contextlib.contextmanager
+def connected(address: str | None) -> Iterator[ModuleType]:
+    """Ray, connected for the duration of the block.
+
+    ``address`` None starts a local instance limited to this machine's usable CPUs, a small object store
+    and no dashboard, and stops it afterwards; otherwise it joins the cluster there (``auto``,
+    ``HOST:6379``, ``ray://HOST:10001``). A caller already connected (a notebook, a test) is reused as is.
+    """
+    ray = require_ray()
+    if ray.is_initialized():
+        yield ray
+        return
+    common: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": True, "namespace": NAMESPACE}
+    try:
+        if address is None:
+            ray.init(
+                num_cpus=usable_cpus(),
+                object_store_memory=LOCAL_OBJECT_STORE_BYTES,
+                include_dashboard=False,
+                **common,
+            )
+        else:
+            ray.init(address=address, **common)
+    except (ConnectionError, ValueError, RuntimeError) as exc:
+        where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+        raise TbensError(f"--ray: cannot connect to {where} ({str(exc).splitlines()[0]})") from None
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def per_worker_resources(ray: ModuleType) -> dict[str, float]:
+    """One GPU per task or actor where the cluster has GPUs, one CPU otherwise."""
+    return {"num_gpus": 1} if ray.cluster_resources().get("GPU", 0) >= 1 else {"num_cpus": 1}

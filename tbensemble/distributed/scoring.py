@@ -1,0 +1,144 @@
+"""``predict --ray``: Ray Data carries the image list through an actor pool of ensembles; the driver keeps
+each image's per-model scores and ranks them once every image is scored.
+
+- Each actor loads one :class:`Ensemble` (its sessions, hash-checked) once and decodes its own images, so
+  pixels never leave the worker; the driver receives per-image positions, decode errors and scores only.
+- Rows reach the actors in blocks of whole engine batches (``batch_size`` consecutive images, bad files
+  left out, as in single-process ``predict``), so every image is scored in the same session batch and
+  the scores are the same numbers.
+- The driver holds float64 scores per model and image (the engine's own type: rounding to float32 could
+  merge near-ties and change ranks) and the image list, never pixels: its memory grows by a few dozen
+  bytes per image and model. The submission is then written by the engine's own writer.
+
+Images and artifacts must be readable at the same path on every node (on a local instance, relative paths
+work as in single-process ``predict``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from tbensemble.core.errors import DataError
+from tbensemble.data.decode import load_image
+from tbensemble.distributed.cluster import connected, per_worker_resources
+from tbensemble.engine.ensemble import Ensemble
+from tbensemble.engine.predict import Prediction
+
+log = logging.getLogger("tbensemble.distributed")
+
+BATCHES_PER_CALL = 8
+"""Engine batches per actor call (and per Ray Data block): fewer, larger calls amortise Ray's overhead."""
+
+POSITION, ERROR = "position", "error"
+
+
+def _decode(path: str, size: int) -> np.ndarray | DataError:
+    try:
+        return load_image(path, size)
+    except DataError as exc:
+        return exc
+
+
+class EnsembleScorer:
+    """A Ray Data actor: one ensemble, loaded once; each call decodes and scores a block of images."""
+
+    def __init__(self, artifacts: str, device: str, tta: list[str], batch_size: int, decode_threads: int = 2):
+        self.ensemble = Ensemble.load(artifacts, device=device, tta=tta)
+        self.batch_size = batch_size
+        self.pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        positions = batch[POSITION].astype(np.int64)
+        images = list(
+            self.pool.map(_decode, [str(p) for p in batch["path"]], [self.ensemble.image_size] * len(positions))
+        )
+        errors = np.array([str(item) if isinstance(item, DataError) else "" for item in images], dtype=object)
+        scores = {m.name: np.full(len(positions), np.nan) for m in self.ensemble.manifest.models}
+        engine_batch = positions // self.batch_size
+        for number in np.unique(engine_batch):
+            good = np.flatnonzero((engine_batch == number) & (errors == ""))
+            if len(good):
+                for name, values in self.ensemble.score(np.stack([images[i] for i in good])).items():
+                    scores[name][good] = values
+        return {POSITION: positions, ERROR: errors, **scores}
+
+
+def default_actors(ray) -> int:
+    """One actor per GPU of the cluster, or one per CPU where it has none."""
+    resources = ray.cluster_resources()
+    return max(1, int(resources.get("GPU", 0)) or int(resources.get("CPU", 1)))
+
+
+def predict_images_ray(
+    ensemble: Ensemble,
+    artifacts: str | os.PathLike[str],
+    images: pd.DataFrame,
+    address: str | None = None,
+    device: str = "auto",
+    batch_size: int = 8,
+    skip_bad: bool = False,
+    actors: int | None = None,
+    progress: bool | None = None,
+) -> Prediction:
+    """What :func:`tbensemble.engine.predict.predict_images` returns, scored by an actor pool on Ray.
+
+    ``ensemble`` (loaded on the driver) names the models and the TTA views; the actors load their own
+    from ``artifacts``. Without ``skip_bad``, a bad file fails the run after all are decoded, with the
+    same message as single-process predict."""
+    ids, paths = images["image_id"].astype(str).tolist(), images["path"].astype(str).tolist()
+    n, block = len(paths), batch_size * BATCHES_PER_CALL
+    names = [m.name for m in ensemble.manifest.models]
+    scores = {name: np.full(n, np.nan) for name in names}
+    errors: dict[int, str] = {}
+    with connected(address) as ray:
+        ray.data.DataContext.get_current().enable_progress_bars = False  # the driver's own bar counts images
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+        resources = per_worker_resources(ray)
+        pool = actors or default_actors(ray)
+        log.info("Ray: %d ensemble actors, one %s each", pool, "GPU" if "num_gpus" in resources else "CPU")
+        listing = pd.DataFrame({POSITION: np.arange(n), "path": paths})
+        dataset = ray.data.from_pandas([listing.iloc[start : start + block] for start in range(0, n, block)])
+        scored = dataset.map_batches(
+            EnsembleScorer,
+            batch_size=block,
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=pool),
+            fn_constructor_kwargs={
+                "artifacts": str(Path(artifacts).resolve()),
+                "device": device,
+                "tta": ensemble.tta,
+                "batch_size": batch_size,
+            },
+            **resources,
+        )
+        with tqdm(total=n, unit="img", desc="predict", disable=None if progress is None else not progress) as bar:
+            for out in scored.iter_batches(batch_size=None, batch_format="numpy"):
+                positions = out[POSITION]
+                for name in names:
+                    scores[name][positions] = out[name]
+                bad = out[ERROR] != ""
+                errors.update(zip(positions[bad].tolist(), out[ERROR][bad].tolist(), strict=True))
+                bar.update(len(positions))
+    bad_positions = sorted(errors)
+    if bad_positions and not skip_bad:
+        raise DataError(
+            f"{errors[bad_positions[0]]}; {len(bad_positions)} of {n} images cannot be decoded (--skip-bad scores the rest)"
+        )
+    if len(bad_positions) == n:
+        raise DataError(f"none of the {n} images could be decoded; first: {errors[bad_positions[0]]}")
+    for position in bad_positions:
+        log.warning("skipped %s", errors[position])
+    kept = np.ones(n, dtype=bool)
+    kept[bad_positions] = False
+    return Prediction(
+        image_ids=[image_id for image_id, keep in zip(ids, kept, strict=True) if keep],
+        scores={name: values[kept] for name, values in scores.items()},
+        skipped=[{"image_id": ids[i], "path": paths[i], "reason": errors[i]} for i in bad_positions],
+    )
