@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -118,6 +119,7 @@ def predict_images_ray(
             },
             **resources,
         )
+        started = time.monotonic()
         with tqdm(total=n, unit="img", desc="predict", disable=None if progress is None else not progress) as bar:
             for out in scored.iter_batches(batch_size=None, batch_format="numpy"):
                 positions = out[POSITION]
@@ -126,6 +128,8 @@ def predict_images_ray(
                 bad = out[ERROR] != ""
                 errors.update(zip(positions[bad].tolist(), out[ERROR][bad].tolist(), strict=True))
                 bar.update(len(positions))
+        seconds = time.monotonic() - started
+        log.info("Ray: %d images scored in %.1fs (%.1f images/s, actors' start-up included)", n, seconds, n / seconds)
     bad_positions = sorted(errors)
     if bad_positions and not skip_bad:
         raise DataError(
