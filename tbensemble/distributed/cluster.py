@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import sys
 from collections.abc import Iterator
 from types import ModuleType
@@ -40,6 +41,21 @@ def usable_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail in seconds, in one line, when nothing listens at ``HOST:PORT`` (``ray://HOST:PORT`` too):
+    Ray itself retries an unreachable cluster for minutes. Other forms (``auto``) are left to Ray."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise TbensError(
+            f"--ray {address}: no Ray cluster answers there ({exc.strerror or exc}); "
+            "start one with `ray start --head`, or give no address for a local instance"
+        ) from None
+
+
 @contextlib.contextmanager
 def connected(address: str | None) -> Iterator[ModuleType]:
     """Ray, connected for the duration of the block.
@@ -62,6 +78,7 @@ def connected(address: str | None) -> Iterator[ModuleType]:
                 **common,
             )
         else:
+            check_reachable(address)
             ray.init(address=address, **common)
     except (ConnectionError, ValueError, RuntimeError) as exc:
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"

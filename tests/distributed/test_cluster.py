@@ -21,3 +21,20 @@ def test_ray_option_without_ray_installed_names_the_extra(command, tmp_path, mon
     assert result.output.strip() == (
         'error: --ray needs Ray, an optional extra (ray is not installed): pip install "tbensemble[ray]"'
     )
+
+
+def test_an_address_where_no_cluster_listens_is_a_quick_one_line_error():
+    pytest.importorskip("ray", reason="the ray extra is not installed: pip install -e '.[ray]'")
+    import socket
+
+    from tbensemble.core.errors import TbensError
+    from tbensemble.distributed.cluster import connected
+
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens on it
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with (
+        pytest.raises(TbensError, match=rf"^--ray 127\.0\.0\.1:{port}: no Ray cluster answers there"),
+        connected(f"127.0.0.1:{port}"),
+    ):
+        pass
