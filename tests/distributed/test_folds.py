@@ -106,3 +106,18 @@ def test_worker_killed_mid_fold_is_retried_and_the_run_completes(demo, tmp_path,
         done = json.loads((fold_dir(run, "tinycnn", fold) / "done.json").read_text())
         assert done["fold"] == fold and (fold_dir(run, "tinycnn", fold) / "model.keras").is_file()
     assert not [p for p in run.rglob("*.tmp")], "a partial file reached the run folder"
+
+
+def test_a_second_driver_on_the_same_run_folder_is_refused(demo, tmp_path, local_ray):
+    from tbensemble.core.errors import TbensError
+    from tbensemble.distributed.board import RunBoard
+
+    run = tmp_path / "run"
+    other = local_ray.remote(RunBoard).options(name=board_name(run), namespace=NAMESPACE, num_cpus=0).remote(1)
+    local_ray.get(other.elapsed.remote())
+    try:
+        with pytest.raises(TbensError, match="another train-folds --ray driver is training this run folder"):
+            train_folds(tiny_config(demo, run), runner=ray_runner(None))
+    finally:
+        local_ray.kill(other)
+    assert not list(run.rglob("done.json"))
