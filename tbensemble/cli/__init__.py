@@ -25,6 +25,8 @@ COMMANDS: dict[str, str] = {
     "demo": "tbensemble.cli.demo",
 }
 """Command name -> module; each module defines ``command``, a ``click.Command``."""
+EXIT_INTERRUPTED = 130
+"""128 + SIGINT, what a shell reports for a command stopped with Ctrl-C."""
 
 
 class LazyGroup(click.Group):
@@ -47,6 +49,10 @@ class LazyGroup(click.Group):
                 raise
             click.echo(f"error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            # Temp files are already gone (core.atomic); exit as a shell expects of an interrupted command.
+            click.echo("interrupted", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

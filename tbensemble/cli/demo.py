@@ -51,6 +51,9 @@ def command(data: str, out: str, config_path: str, device: str, force: bool) -> 
     Example:
       tbens demo            # about 9 minutes on 2 CPU cores (measured: 536 s)
     """
+    from tbensemble.core.optional import require_training_stack
+
+    require_training_stack("tbens demo")
     import numpy as np
     import pandas as pd
 

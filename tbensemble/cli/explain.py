@@ -27,7 +27,13 @@ def _name_outputs(paths: list[Path], out: Path) -> list[Path]:
 @click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the overlay PNGs.")
 @click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True)
-def command(artifacts: str, images: tuple[str, ...], out: str, device: str) -> None:
+@click.option(
+    "--max-pixels",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Refuse images declaring more pixels (all frames); default 50000000.",
+)
+def command(artifacts: str, images: tuple[str, ...], out: str, device: str, max_pixels: int | None) -> None:
     """Class activation maps of the ensemble, one overlay PNG per image (PNG, JPEG, 16-bit PNG, DICOM).
 
     Each model's map is its last feature map weighted by its head (the map's mean plus the head bias is
@@ -42,15 +48,20 @@ def command(artifacts: str, images: tuple[str, ...], out: str, device: str) -> N
     import numpy as np
 
     from tbensemble.core import atomic
-    from tbensemble.data.decode import decode_gray, load_image
+    from tbensemble.data.decode import decode_gray, load_image, set_max_pixels
     from tbensemble.engine.cam import ensemble_heatmaps, resize_maps
     from tbensemble.engine.ensemble import Ensemble
     from tbensemble.report.overlay import write_overlay
 
-    ensemble = Ensemble.load(artifacts, device=device)
-    point = ensemble.operating_point
+    if max_pixels is not None:
+        set_max_pixels(max_pixels)
     paths = [Path(p) for p in images]
     targets = _name_outputs(paths, Path(out))
+    atomic.check_output_path(out, protected_dir=artifacts, folder=True)
+    for target in [*targets, Path(out) / "explain.csv"]:
+        atomic.check_output_path(target, inputs=paths, protected_dir=artifacts)
+    ensemble = Ensemble.load(artifacts, device=device)
+    point = ensemble.operating_point
     rows, failures = [], []
     for path, target in zip(paths, targets, strict=True):
         try:

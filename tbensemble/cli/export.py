@@ -39,6 +39,9 @@ def command(run: str, opset: int, parity_images: int, calibration: str, in_proce
     Example:
       tbens export artifacts/quickstart --calibration platt
     """
+    from tbensemble.core.optional import require_training_stack
+
+    require_training_stack("tbens export")
     from tbensemble.core.manifest import load_manifest
     from tbensemble.export.onnx_export import export_run
 

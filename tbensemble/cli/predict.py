@@ -42,6 +42,12 @@ import click
     "(historical: the scale the manifest's operating points are on, the same for one image or many).",
 )
 @click.option(
+    "--max-pixels",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Refuse images declaring more pixels (all frames); default 50000000.",
+)
+@click.option(
     "--ray",
     "ray_address",
     is_flag=False,
@@ -67,6 +73,7 @@ def command(
     skip_bad: bool,
     sample_submission: str | None,
     scale: str,
+    max_pixels: int | None,
     ray_address: str | None,
     ray_actors: int | None,
 ) -> None:
@@ -89,19 +96,32 @@ def command(
         from tbensemble.distributed.cluster import require_ray
 
         require_ray()
+    from tbensemble.data.decode import set_max_pixels
     from tbensemble.engine import predict
     from tbensemble.engine.ensemble import Ensemble
 
+    if max_pixels is not None:
+        set_max_pixels(max_pixels)
+
     views = [v.strip() for v in tta.split(",") if v.strip()] if tta is not None else None
-    ensemble = Ensemble.load(artifacts, device=device, tta=views)
     images = predict.collect_images(list(inputs))
     sample = Path(sample_submission) if sample_submission else predict.find_sample_submission(list(inputs))
+    predict.check_submission_paths(out, images, artifacts, sample)
+    ensemble = Ensemble.load(artifacts, device=device, tta=views)
     if ray_address is not None:
         from tbensemble.distributed.scoring import predict_images_ray
 
         address = None if ray_address == "local" else ray_address
         prediction = predict_images_ray(
-            ensemble, artifacts, images, address, device, batch_size=batch_size, skip_bad=skip_bad, actors=ray_actors
+            ensemble,
+            artifacts,
+            images,
+            address,
+            device,
+            batch_size=batch_size,
+            skip_bad=skip_bad,
+            actors=ray_actors,
+            max_pixels=max_pixels,
         )
     else:
         prediction = predict.predict_images(ensemble, images, batch_size=batch_size, skip_bad=skip_bad)

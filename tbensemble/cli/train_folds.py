@@ -102,11 +102,15 @@ def command(
       tbens train-folds --config configs/leaderboard.yaml --data data/tb --out artifacts/lb --backbones resnet50 --folds 0,1
       tbens train-folds --config configs/leaderboard.yaml --out artifacts/lb --ray auto
     """
+    from tbensemble.core.optional import require_training_stack
+
     runner = None
     if ray_address is not None:
         from tbensemble.distributed.cluster import require_ray
 
         require_ray()
+    require_training_stack("tbens train-folds")
+    if ray_address is not None:
         from tbensemble.distributed.folds import ray_runner
 
         runner = ray_runner(None if ray_address == "local" else ray_address)

@@ -1,18 +1,25 @@
 """One decoder for every input: PNG (8/16-bit), JPEG and DICOM all become uint8 grayscale H×W.
 
 Training and the ONNX engine both read pixels through ``load_image``, so a model never sees an image
-decoded or resized differently at inference than it saw in training.
+decoded or resized differently at inference than it saw in training. Before any pixel is decoded the
+file name and the size declared in the header are checked (``check_limits``), so a small file that
+declares a huge image (a decompression bomb) is refused in one line instead of filling the memory.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import unicodedata
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from tbensemble.core.errors import DataError
+from tbensemble.data import dicom
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
 """Suffixes (compared lower-case) taken as images; files with no suffix count when they hold DICOM."""
@@ -20,7 +27,77 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
 DICOM_SUFFIXES = (".dcm", ".dicom")
 _EXIF_ORIENTATION = 0x0112
 
+DEFAULT_MAX_PIXELS = 50_000_000
+"""Refuse images declaring more pixels (all frames). The largest CR/DX detectors (43×43 cm at 0.1 mm,
+about 4300×4300) give 18.5 megapixels, so 50 leaves room for stitched or oversampled images while a
+decoded 16-bit image stays near 100 MB (and its float copies in the LUT steps a few hundred)."""
+MAX_ASPECT_RATIO = 10.0
+"""Refuse images whose long side exceeds this many times the short one: chest films are about 1:1.2,
+stitched long-leg or spine images about 1:4; 1×100000 is an attack, and its overlay alone needs GBs."""
+
+_limits = {"max_pixels": DEFAULT_MAX_PIXELS}
+
 PathLike = str | os.PathLike[str]
+
+
+class ImageRefused(ValueError):
+    """An image the decoder will not open: too many pixels, an absurd shape, or an unsafe file name."""
+
+
+def _set_pillow_limit(max_pixels: int) -> None:
+    # Pillow raises DecompressionBombError above twice its MAX_IMAGE_PIXELS: at half the limit, any
+    # Image.open in the process refuses exactly what ``check_limits`` refuses. Its warning between the
+    # two only repeats what is accepted here, so it is silenced.
+    Image.MAX_IMAGE_PIXELS = max_pixels / 2
+
+
+_set_pillow_limit(DEFAULT_MAX_PIXELS)
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
+def set_max_pixels(max_pixels: int) -> None:
+    """The process-wide pixel limit (``--max-pixels``), as Pillow's own ``MAX_IMAGE_PIXELS`` is process-wide."""
+    if max_pixels < 1:
+        raise ValueError(f"max_pixels must be positive, got {max_pixels}")
+    _limits["max_pixels"] = int(max_pixels)
+    _set_pillow_limit(int(max_pixels))
+
+
+def max_pixels() -> int:
+    """The pixel limit in force."""
+    return _limits["max_pixels"]
+
+
+def check_limits(width: int, height: int, frames: int = 1) -> None:
+    """Raise ``ImageRefused`` for a declared size no chest radiograph has: checked before decoding."""
+    if width < 1 or height < 1:
+        raise ImageRefused(f"declares {width}×{height} pixels")
+    declared = width * height * frames
+    if declared > max_pixels():
+        size = f"{width}×{height}" + (f"×{frames} frames" if frames > 1 else "")
+        raise ImageRefused(
+            f"declares {size} = {declared / 1e6:.1f} megapixels, above the {max_pixels() / 1e6:g}-megapixel "
+            "limit (--max-pixels)"
+        )
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        raise ImageRefused(f"declares {width}×{height} pixels, an aspect ratio above {MAX_ASPECT_RATIO:g}:1")
+
+
+def shown_path(path: PathLike) -> str:
+    """``path`` as printable text on one line: control characters appear escaped (``\\r``), as in repr."""
+    text = os.fsdecode(path)
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def check_name(path: PathLike) -> None:
+    """Refuse a file name holding a control character (CR, LF, tab, ...) or bytes that are not UTF-8.
+
+    Such a name would split a CSV row or a log line, or fail when the submission is written.
+    """
+    name = os.fsdecode(Path(path).name)
+    bad = [c for c in name if unicodedata.category(c) in ("Cc", "Cs")]
+    if bad:
+        raise ImageRefused(f"file name holds {bad[0]!r}, a control character or non-UTF-8 byte")
 
 
 def has_dicom_preamble(path: PathLike) -> bool:
@@ -78,22 +155,19 @@ def _voi_range(ds) -> tuple[float, float] | None:
 
 
 def _decode_dicom(path: PathLike) -> np.ndarray:
-    """Stored values → Modality LUT → VOI LUT or window → 0–255, MONOCHROME1 inverted; first frame only.
+    """Stored values → Modality LUT → VOI LUT or window → 0–255, inverted when the header says so.
 
-    Without a VOI LUT or window the image's own min–max sets the scale (the modality output range is
-    not known in general, e.g. after a rescale).
+    The header is read and checked against the limits first; only the first frame is decoded. Without a
+    VOI LUT or window the image's own min–max sets the scale (the modality output range is not known in
+    general, e.g. after a rescale).
     """
-    import pydicom
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-    ds = pydicom.dcmread(path, force=True)
-    if "PixelData" not in ds:
-        raise ValueError("no pixel data")
-    pixels = ds.pixel_array
-    samples = int(ds.get("SamplesPerPixel", 1) or 1)
-    if int(ds.get("NumberOfFrames", 1) or 1) > 1 or pixels.ndim == (4 if samples > 1 else 3):
-        pixels = pixels[0]
-    if samples > 1:
+    header = dicom.read_header(path)
+    check_limits(header.columns, header.rows, header.frames)
+    ds = header.dataset
+    pixels = dicom.first_frame(path, header)
+    if header.samples > 1:
         # Colour DICOM (pydicom already converted YBR to RGB): ITU-R 601 luma, like Pillow's convert("L").
         luma = pixels[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
         return _to_uint8(luma, 0, 2 ** int(ds.get("BitsStored", 8)) - 1)
@@ -103,7 +177,7 @@ def _decode_dicom(path: PathLike) -> np.ndarray:
     window = _voi_range(ds)
     values = apply_voi_lut(values, ds)
     gray = _min_max(values) if window is None else _to_uint8(values, *window)
-    if ds.get("PhotometricInterpretation", "MONOCHROME2") == "MONOCHROME1":
+    if dicom.inverted(ds):
         np.subtract(255, gray, out=gray)
     return gray
 
@@ -126,17 +200,37 @@ def _pil_to_gray(image: Image.Image) -> Image.Image:
     return image
 
 
+def is_dicom(path: PathLike) -> bool:
+    """DICOM by suffix, or a suffix-less file with the DICOM preamble."""
+    suffix = Path(path).suffix.lower()
+    return suffix in DICOM_SUFFIXES or (not suffix and has_dicom_preamble(path))
+
+
+def _open_pillow(path: PathLike) -> Image.Image:
+    """``Image.open`` (header only); Pillow's own bomb check is reported as the limit it enforces here."""
+    try:
+        return Image.open(path)
+    except Image.DecompressionBombError as exc:
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        declared = f"{int(found.group(1)) / 1e6:.1f}" if found else "more than the"
+        raise ImageRefused(
+            f"declares {declared} megapixels, above the {max_pixels() / 1e6:g}-megapixel limit (--max-pixels)"
+        ) from None
+
+
 def _open_gray(path: PathLike, size: int | None) -> Image.Image:
     """Decode ``path`` to a Pillow L image; ``size`` lets JPEG decode at a reduced scale (``draft``)."""
+    check_name(path)
     if Path(path).suffix.lower() in DICOM_SUFFIXES:
         return Image.fromarray(_decode_dicom(path), mode="L")
     try:
-        image = Image.open(path)
+        image = _open_pillow(path)
     except UnidentifiedImageError:
         if has_dicom_preamble(path):
             return Image.fromarray(_decode_dicom(path), mode="L")
         raise
     try:
+        check_limits(image.width, image.height)
         if size is not None and image.format == "JPEG":
             image.draft("L", (size, size))
         image.load()  # for single-frame files this also closes the file
@@ -148,10 +242,56 @@ def _open_gray(path: PathLike, size: int | None) -> Image.Image:
     return _pil_to_gray(image)
 
 
+_MODE_DEPTHS = {
+    "1": "1-bit",
+    "L": "8-bit gray",
+    "LA": "8-bit gray+alpha",
+    "P": "8-bit palette",
+    "PA": "8-bit palette+alpha",
+    "RGB": "8-bit RGB",
+    "RGBA": "8-bit RGBA",
+    "CMYK": "8-bit CMYK",
+    "I;16": "16-bit gray",
+    "I;16B": "16-bit gray",
+    "I": "32-bit integer",
+    "F": "32-bit float",
+}
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What a file declares before decoding: size, frames, 'FORMAT depth', and DICOM's transfer syntax."""
+
+    width: int
+    height: int
+    frames: int
+    kind: str
+    transfer_syntax: str | None = None
+
+
+def read_header(path: PathLike) -> ImageHeader:
+    """The header of any supported image, without decoding pixels (deflated DICOM inflated boundedly)."""
+    if is_dicom(path):
+        header = dicom.read_header(path)
+        ds = header.dataset
+        kind = f"DICOM {ds.get('PhotometricInterpretation', '?')} {ds.get('BitsStored', '?')}-bit"
+        if header.frames > 1:
+            kind += f" {header.frames} frames"
+        return ImageHeader(header.columns, header.rows, header.frames, kind, header.transfer_syntax)
+    with _open_pillow(path) as image:
+        kind = f"{image.format} {_MODE_DEPTHS.get(image.mode, image.mode)}"
+        return ImageHeader(image.width, image.height, 1, kind)
+
+
 def error_reason(exc: Exception) -> str:
     """An exception's message on one line (pydicom lists missing plugins on several), or its class name."""
     text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
     return text or type(exc).__name__
+
+
+def _data_error(path: PathLike, exc: Exception) -> DataError:
+    what = "refused" if isinstance(exc, ImageRefused) else "cannot decode"
+    return DataError(f"{shown_path(path)}: {what} ({error_reason(exc)})")
 
 
 def decode_gray(path: PathLike) -> np.ndarray:
@@ -159,7 +299,7 @@ def decode_gray(path: PathLike) -> np.ndarray:
     try:
         return np.array(_open_gray(path, None))
     except Exception as exc:
-        raise DataError(f"{path}: cannot decode ({error_reason(exc)})") from exc
+        raise _data_error(path, exc) from exc
 
 
 def load_image(path: PathLike, size: int) -> np.ndarray:
@@ -176,4 +316,4 @@ def load_image(path: PathLike, size: int) -> np.ndarray:
             image = image.resize((size, size), Image.Resampling.BILINEAR)
         return np.array(image)
     except Exception as exc:
-        raise DataError(f"{path}: cannot decode ({error_reason(exc)})") from exc
+        raise _data_error(path, exc) from exc

@@ -64,11 +64,25 @@ def child_dir(parent: Path, name: str) -> Path | None:
     return None
 
 
+def _entry_kind(entry: os.DirEntry) -> str:
+    """'file', 'folder', 'special' (FIFO, socket, device) or 'broken' (a symlink that cannot be followed)."""
+    try:
+        if entry.is_file():
+            return "file"
+        if entry.is_dir():
+            return "folder"
+    except OSError:  # ELOOP and the like: is_file() follows the link and fails
+        return "broken"
+    return "broken" if entry.is_symlink() else "special"
+
+
 def list_images(folder: PathLike) -> pd.DataFrame:
     """Image files of ``folder`` as DataFrame[image_id, path], natural order; image_id is the file name.
 
-    Hidden files and sub-folders are skipped; files with other suffixes are skipped and logged at INFO
-    so a folder of .tif files does not just look empty without a word.
+    Hidden files, sub-folders and special files (FIFOs, devices) are skipped; files with other suffixes
+    are skipped and logged at INFO so a folder of .tif files does not just look empty without a word.
+    A symlink that leads nowhere (dangling, or a loop) but is named like an image is listed: decoding
+    then names it as a bad file, which ``--skip-bad`` skips like any other.
     """
     root = Path(folder)
     if not root.is_dir():
@@ -76,7 +90,8 @@ def list_images(folder: PathLike) -> pd.DataFrame:
     images: list[str] = []
     ignored: list[str] = []
     for entry in os.scandir(root):
-        if entry.name.startswith(".") or not entry.is_file():
+        kind = _entry_kind(entry)
+        if entry.name.startswith(".") or kind in ("folder", "special"):
             continue
         (images if is_image_file(entry.path) else ignored).append(entry.name)
     if ignored:
@@ -246,6 +261,26 @@ def find_test_dir(data_dir: PathLike) -> Path:
     if folder is None:
         raise DataError(f"{data_dir}: no {TEST_DIR}/ folder")
     return folder
+
+
+def submission_ids(sample_ids: list[str], names: list[str]) -> dict[str, str]:
+    """File name → the id its submission row carries: the name itself, or its stem when the sample
+    submission uses stems (none of its ids is a file name). Two files mapping to one id raise DataError
+    naming both, instead of one score silently replacing the other."""
+    if set(sample_ids) & set(names):
+        return {name: name for name in names}
+    ids = {name: Path(name).stem for name in names}
+    by_id: dict[str, list[str]] = {}
+    for name, image_id in ids.items():
+        by_id.setdefault(image_id, []).append(name)
+    clashes = sorted((v for v in by_id.values() if len(v) > 1), key=lambda v: natural_key(v[0]))
+    if clashes:
+        shown = "; ".join(f"{' and '.join(sorted(v, key=natural_key))} -> {ids[v[0]]}" for v in clashes[:MAX_EXAMPLES])
+        more = f" and {len(clashes) - MAX_EXAMPLES} more" if len(clashes) > MAX_EXAMPLES else ""
+        raise DataError(
+            f"the sample submission's ids are file stems, and several files give the same id: {shown}{more}"
+        )
+    return ids
 
 
 def read_sample_submission(path: PathLike) -> pd.DataFrame:

@@ -17,11 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import shutil
-import socket
-import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -34,8 +29,9 @@ from tbensemble.core.config import TrainConfig
 from tbensemble.core.errors import TbensError
 from tbensemble.distributed.board import RunBoard
 from tbensemble.distributed.cluster import connected, per_worker_resources
+from tbensemble.distributed.fold_task import train_fold, worker_environment
 from tbensemble.train.callbacks import RunClock
-from tbensemble.train.trainer import Job, JobRunner, train_job
+from tbensemble.train.trainer import Job, JobRunner
 
 log = logging.getLogger("tbensemble.distributed")
 
@@ -59,49 +55,6 @@ class BoardClock(RunClock):
 
     def eta(self, epoch: int, epochs: int) -> float:
         return self.ray.get(self.board.progress.remote(self.key, epoch / max(epochs, 1)))[1]
-
-
-def _worker_logging() -> None:
-    """Epoch lines at INFO on the worker's stderr, which Ray forwards to the driver tagged with the task."""
-    logger = logging.getLogger("tbensemble")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-
-
-def _limit_threads(ray: ModuleType) -> None:
-    """On CPU workers, TensorFlow gets the CPUs Ray assigned, not the whole node (jobs share it)."""
-    assigned = ray.get_runtime_context().get_assigned_resources()
-    if assigned.get("GPU"):
-        return
-    import tensorflow as tf
-
-    threads = max(1, int(assigned.get("CPU", 1)))
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
-    except RuntimeError:
-        log.warning("TensorFlow was initialised before the job; it uses every core of this node")
-
-
-def train_fold(config: TrainConfig, job: Job, table: pd.DataFrame, board: Any, scratch_name: str) -> dict:
-    """The Ray task: one fold trained into a scratch folder on this node, returned as its files' bytes."""
-    import ray
-
-    _worker_logging()
-    _limit_threads(ray)
-    attempt = ray.get(board.started.remote(job_key(job), os.getpid(), socket.gethostname()))
-    scratch = Path(tempfile.gettempdir()) / scratch_name
-    shutil.rmtree(scratch, ignore_errors=True)  # what an earlier attempt on this node left
-    try:
-        done = train_job(config, job, table, scratch, BoardClock(ray, board, job_key(job)))
-        folder = job.folder(scratch)
-        files = {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    return {"done": done, "files": files, "attempt": attempt, "node": socket.gethostname()}
 
 
 def commit_fold(folder: Path, files: dict[str, bytes]) -> None:
@@ -164,13 +117,16 @@ def _run_on(ray: ModuleType, config: TrainConfig, todo: list[Job], table: pd.Dat
         cluster.get("GPU", 0),
     )
     # A fresh worker process per job (max_calls=1): TensorFlow's memory and threads start clean each time.
-    task = ray.remote(max_calls=1, max_retries=MAX_RETRIES, retry_exceptions=False)(train_fold).options(**resources)
+    task = ray.remote(max_calls=1, max_retries=MAX_RETRIES, retry_exceptions=False)(train_fold).options(
+        **resources, **worker_environment()
+    )
     table_ref = ray.put(table)
     token = hashlib.sha256(str(run.resolve()).encode()).hexdigest()[:12]
     pending = {}
     for job in todo:
         (job.folder(run) / "done.json").unlink(missing_ok=True)  # in progress, as a serial run marks it
-        pending[task.remote(config, job, table_ref, board, f"tbens-{token}-{job.backbone}-fold{job.fold}")] = job
+        scratch = f"tbens-{token}-{job.backbone}-fold{job.fold}"
+        pending[task.remote(config, job.backbone, job.fold, table_ref, board, scratch)] = job
     try:
         while pending:
             (ready,), _ = ray.wait(list(pending), num_returns=1)

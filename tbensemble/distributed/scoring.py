@@ -27,10 +27,10 @@ import pandas as pd
 from tqdm import tqdm
 
 from tbensemble.core.errors import DataError
-from tbensemble.data.decode import load_image
+from tbensemble.data.decode import load_image, set_max_pixels
 from tbensemble.distributed.cluster import connected, per_worker_resources
 from tbensemble.engine.ensemble import Ensemble
-from tbensemble.engine.predict import Prediction
+from tbensemble.engine.predict import Prediction, finish_prediction
 
 log = logging.getLogger("tbensemble.distributed")
 
@@ -50,7 +50,17 @@ def _decode(path: str, size: int) -> np.ndarray | DataError:
 class EnsembleScorer:
     """A Ray Data actor: one ensemble, loaded once; each call decodes and scores a block of images."""
 
-    def __init__(self, artifacts: str, device: str, tta: list[str], batch_size: int, decode_threads: int = 2):
+    def __init__(
+        self,
+        artifacts: str,
+        device: str,
+        tta: list[str],
+        batch_size: int,
+        max_pixels: int | None = None,
+        decode_threads: int = 2,
+    ):
+        if max_pixels is not None:
+            set_max_pixels(max_pixels)  # process-wide, so each actor process sets it
         self.ensemble = Ensemble.load(artifacts, device=device, tta=tta)
         self.batch_size = batch_size
         self.pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
@@ -86,13 +96,14 @@ def predict_images_ray(
     batch_size: int = 8,
     skip_bad: bool = False,
     actors: int | None = None,
+    max_pixels: int | None = None,
     progress: bool | None = None,
 ) -> Prediction:
     """What :func:`tbensemble.engine.predict.predict_images` returns, scored by an actor pool on Ray.
 
     ``ensemble`` (loaded on the driver) names the models and the TTA views; the actors load their own
-    from ``artifacts``. Without ``skip_bad``, a bad file fails the run after all are decoded, with the
-    same message as single-process predict."""
+    from ``artifacts``. Without ``skip_bad``, a bad file fails the run after all are decoded; errors, skipped
+    list and warnings come from the engine's own ``finish_prediction``."""
     ids, paths = images["image_id"].astype(str).tolist(), images["path"].astype(str).tolist()
     n, block = len(paths), batch_size * BATCHES_PER_CALL
     names = [m.name for m in ensemble.manifest.models]
@@ -116,6 +127,7 @@ def predict_images_ray(
                 "device": device,
                 "tta": ensemble.tta,
                 "batch_size": batch_size,
+                "max_pixels": max_pixels,
             },
             **resources,
         )
@@ -130,19 +142,13 @@ def predict_images_ray(
                 bar.update(len(positions))
         seconds = time.monotonic() - started
         log.info("Ray: %d images scored in %.1fs (%.1f images/s, actors' start-up included)", n, seconds, n / seconds)
-    bad_positions = sorted(errors)
-    if bad_positions and not skip_bad:
-        raise DataError(
-            f"{errors[bad_positions[0]]}; {len(bad_positions)} of {n} images cannot be decoded (--skip-bad scores the rest)"
-        )
-    if len(bad_positions) == n:
-        raise DataError(f"none of the {n} images could be decoded; first: {errors[bad_positions[0]]}")
-    for position in bad_positions:
-        log.warning("skipped %s", errors[position])
     kept = np.ones(n, dtype=bool)
-    kept[bad_positions] = False
-    return Prediction(
-        image_ids=[image_id for image_id, keep in zip(ids, kept, strict=True) if keep],
-        scores={name: values[kept] for name, values in scores.items()},
-        skipped=[{"image_id": ids[i], "path": paths[i], "reason": errors[i]} for i in bad_positions],
+    kept[list(errors)] = False
+    return finish_prediction(
+        ids,
+        paths,
+        [image_id for image_id, keep in zip(ids, kept, strict=True) if keep],
+        {name: [values[kept]] for name, values in scores.items()},
+        sorted(errors.items()),
+        skip_bad,
     )

@@ -18,11 +18,12 @@ import numpy as np
 
 from tbensemble.core.calibration import apply_calibration
 from tbensemble.core.config import TTA_VIEWS
-from tbensemble.core.errors import ArtifactError, TbensError
-from tbensemble.core.manifest import Manifest, load_manifest, verify_model_files
+from tbensemble.core.errors import TbensError
+from tbensemble.core.manifest import Manifest, load_manifest, read_model
 from tbensemble.core.metrics import historical_rank, rank_average, weighted_rank_average
 from tbensemble.data.views import apply_views
 from tbensemble.engine.session import make_session
+from tbensemble.engine.signature import check_signature
 
 log = logging.getLogger(__name__)
 
@@ -53,22 +54,17 @@ class Ensemble:
     def load(
         cls, artifacts_dir: str | os.PathLike[str], device: str = "auto", tta: list[str] | None = None
     ) -> Ensemble:
-        """Read the manifest, refuse missing or tampered model files, and open one session per model."""
+        """Read and check the manifest, refuse outside, missing or tampered model files, open one session
+        per model from the very bytes that were hashed, and check each session against its entry."""
         manifest = load_manifest(artifacts_dir)
-        verify_model_files(manifest)
-        sizes = {m.input.size for m in manifest.models}
-        if len(sizes) != 1:
-            raise ArtifactError(f"{manifest.root / 'manifest.json'}: models take different input sizes {sorted(sizes)}")
-        if manifest.ensemble.default_operating_point not in manifest.ensemble.operating_points:
-            raise ArtifactError(
-                f"{manifest.root / 'manifest.json'}: default operating point "
-                f"{manifest.ensemble.default_operating_point!r} is not among {list(manifest.ensemble.operating_points)}"
-            )
+        views = check_tta(tta, manifest) if tta else list(manifest.ensemble.tta)
         sessions, providers = {}, {}
         for entry in manifest.models:
-            sessions[entry.name], providers[entry.name] = make_session(manifest.model_path(entry), device)
-        views = check_tta(tta, manifest) if tta else list(manifest.ensemble.tta)
-        return cls(manifest, sessions, providers, views, sizes.pop())
+            path = manifest.model_path(entry)
+            session, providers[entry.name] = make_session(path, device, model=read_model(manifest, entry))
+            check_signature(session, entry, str(path))
+            sessions[entry.name] = session
+        return cls(manifest, sessions, providers, views, manifest.image_size)
 
     @cached_property
     def weights(self) -> dict[str, float]:

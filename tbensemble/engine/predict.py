@@ -22,8 +22,8 @@ from tqdm import tqdm
 
 from tbensemble.core import atomic
 from tbensemble.core.errors import DataError
-from tbensemble.data.decode import is_image_file, load_image
-from tbensemble.data.layout import example_list, list_images, read_sample_submission
+from tbensemble.data.decode import is_image_file, load_image, shown_path
+from tbensemble.data.layout import example_list, list_images, read_sample_submission, submission_ids
 from tbensemble.engine.ensemble import Ensemble
 
 SUBMISSION_COLUMNS = ("image_id", "label")
@@ -107,7 +107,7 @@ def predict_images(
     ids, paths = images["image_id"].astype(str).tolist(), images["path"].astype(str).tolist()
     kept: list[str] = []
     chunks: dict[str, list[np.ndarray]] = {m.name: [] for m in ensemble.manifest.models}
-    bad: list[tuple[int, DataError]] = []
+    bad: list[tuple[int, DataError | str]] = []
     position = 0
     with tqdm(total=len(paths), unit="img", desc="predict", disable=None if progress is None else not progress) as bar:
         for batch in decoded_batches(paths, ensemble.image_size, batch_size, workers):
@@ -120,6 +120,20 @@ def predict_images(
             for name, scores in ensemble.score(np.stack([image for _, image in good])).items():
                 chunks[name].append(scores)
             kept += [ids[i] for i, _ in good]
+    return finish_prediction(ids, paths, kept, chunks, bad, skip_bad)
+
+
+def finish_prediction(
+    ids: list[str],
+    paths: list[str],
+    kept: list[str],
+    chunks: dict[str, list[np.ndarray]],
+    bad: list[tuple[int, DataError | str]],
+    skip_bad: bool,
+) -> Prediction:
+    """The ``Prediction`` of one scoring pass over ``ids``/``paths``, whoever scored it (this process, or
+    Ray actors): bad files (position, error) fail the run unless ``skip_bad``; skipped ones are logged
+    and listed. ``kept`` are the scored ids in order, ``chunks`` their per-model scores in pieces."""
     if bad and not skip_bad:
         raise DataError(
             f"{bad[0][1]}; {len(bad)} of {len(paths)} images cannot be decoded (--skip-bad scores the rest)"
@@ -131,7 +145,10 @@ def predict_images(
     return Prediction(
         image_ids=kept,
         scores={name: np.concatenate(parts) for name, parts in chunks.items()},
-        skipped=[{"image_id": ids[i], "path": paths[i], "reason": str(error)} for i, error in bad],
+        # Escaped (shown_path): a name with a control character must not split its row of the skipped list.
+        skipped=[
+            {"image_id": shown_path(ids[i]), "path": shown_path(paths[i]), "reason": str(error)} for i, error in bad
+        ],
     )
 
 
@@ -153,11 +170,12 @@ def submission_frame(
     sample = read_sample_submission(sample_path)
     id_column, label_column = sample.columns[:2]
     wanted = sample[id_column].astype(str).tolist()
-    by_id = dict(zip(image_ids, labels, strict=True))
-    if not set(wanted) & set(by_id):
-        by_id = {Path(i).stem: v for i, v in by_id.items()}
-        skipped = [Path(i).stem for i in skipped or []]
-    skipped_ids = set(skipped or [])
+    try:
+        to_id = submission_ids(wanted, [*image_ids, *(skipped or [])])
+    except DataError as exc:
+        raise DataError(f"{sample_path}: {exc}") from None
+    by_id = {to_id[i]: v for i, v in zip(image_ids, labels, strict=True)}
+    skipped_ids = {to_id[i] for i in skipped or []}
     missing = [i for i in wanted if i not in by_id and i not in skipped_ids]
     extra = sorted(set(by_id) - set(wanted))
     if missing or extra:
@@ -175,13 +193,29 @@ def skipped_path(out: str | os.PathLike[str]) -> Path:
     return Path(out).with_suffix(".skipped.csv")
 
 
+def check_submission_paths(
+    out: str | os.PathLike[str],
+    images: pd.DataFrame,
+    artifacts: str | os.PathLike[str],
+    sample_path: Path | None = None,
+) -> None:
+    """Before any scoring: the submission and its skipped-files list may not overwrite an input image, the
+    sample submission or anything in the artifacts folder, and their folder must be writable."""
+    inputs = [*images["path"], *([sample_path] if sample_path else [])]
+    for path in (out, skipped_path(out)):
+        atomic.check_output_path(path, inputs=inputs, protected_dir=artifacts)
+
+
 def write_submission(
     prediction: Prediction, labels: np.ndarray, out: str | os.PathLike[str], sample_path: Path | None = None
 ) -> Path:
-    """Write the submission (and the skipped-files list, if any) atomically; returns the submission path."""
+    """Write the submission and the skipped-files list atomically (a clean run removes a stale list, so
+    the list beside a submission is always its own); returns the submission path."""
     skipped_ids = [row["image_id"] for row in prediction.skipped]
     frame = submission_frame(prediction.image_ids, labels, sample_path, skipped_ids)
     if prediction.skipped:
         atomic.write_csv(skipped_path(out), pd.DataFrame(prediction.skipped, columns=["image_id", "path", "reason"]))
+    else:
+        skipped_path(out).unlink(missing_ok=True)
     atomic.write_csv(out, frame)
     return Path(out)

@@ -12,14 +12,22 @@ import os
 from pathlib import Path
 
 import onnxruntime as ort
-from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidGraph, InvalidProtobuf, NoSuchFile
+from onnxruntime.capi.onnxruntime_pybind11_state import (
+    Fail,
+    InvalidArgument,
+    InvalidGraph,
+    InvalidProtobuf,
+    NoModel,
+    NoSuchFile,
+    NotImplemented,
+)
 
-from tbensemble.core.errors import DeviceError, TbensError
+from tbensemble.core.errors import ArtifactError, DeviceError, TbensError
 
 DEVICES = ("auto", "cuda", "cpu")
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
-LOAD_ERRORS = (Fail, InvalidGraph, InvalidProtobuf, NoSuchFile)
+LOAD_ERRORS = (Fail, InvalidArgument, InvalidGraph, InvalidProtobuf, NoModel, NoSuchFile, NotImplemented)
 
 log = logging.getLogger(__name__)
 _LOGGED: set[str] = set()
@@ -74,9 +82,10 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
 
 
 def make_session(
-    path: str | os.PathLike[str], device: str = "auto", threads: int | None = None
+    path: str | os.PathLike[str], device: str = "auto", threads: int | None = None, model: bytes | None = None
 ) -> tuple[ort.InferenceSession, str]:
-    """An inference session for ``path`` and the provider actually running it.
+    """An inference session for ``path`` (from ``model``, its verified bytes, when given) and the provider
+    actually running it.
 
     ``cuda`` refuses to run on anything else; ``auto`` tries CUDA where it may work and logs what it got.
     """
@@ -85,9 +94,11 @@ def make_session(
     reason = why_no_cuda() if device != "cpu" else None
     providers = [CPU] if device == "cpu" or (device == "auto" and reason) else [CUDA, CPU]
     try:
-        session = ort.InferenceSession(str(path), sess_options=session_options(threads), providers=providers)
+        session = ort.InferenceSession(
+            str(path) if model is None else model, sess_options=session_options(threads), providers=providers
+        )
     except LOAD_ERRORS as exc:
-        raise TbensError(f"{path}: onnxruntime cannot load this model ({str(exc).splitlines()[0]})") from None
+        raise ArtifactError(f"{path}: onnxruntime cannot load this model ({str(exc).splitlines()[0]})") from None
     provider = session.get_providers()[0]
     if device == "cuda" and provider != CUDA:
         raise DeviceError(

@@ -11,8 +11,6 @@ import gc
 import logging
 import multiprocessing
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,11 +20,11 @@ import numpy as np
 from tbensemble import __version__
 from tbensemble.core import atomic
 from tbensemble.core.errors import ArtifactError, TbensError
+from tbensemble.core.manifest import OUTPUT_ROLES
+from tbensemble.core.optional import require_training_stack
 from tbensemble.core.registry import BACKBONES
+from tbensemble.export.validate import INPUT_NAME, check_graph
 
-OUTPUT_ROLES = ("probability", "logit", "features")
-"""Output names in the ONNX graph, in this order; the Keras layers carry the same names."""
-INPUT_NAME = "image"
 DEFAULT_OPSET = 17
 
 log = logging.getLogger(__name__)
@@ -104,8 +102,11 @@ def _rename_outputs(onnx_model: Any, wanted: tuple[str, ...]) -> dict[str, str]:
     return {role: role for role in wanted}
 
 
-def convert(model3: Any, image_size: int, opset: int, metadata: dict[str, str]) -> tuple[bytes, dict[str, str]]:
-    """tf2onnx ``from_keras`` with a dynamic batch; returns the serialised model and role -> output name."""
+def convert(
+    model3: Any, image_size: int, opset: int, metadata: dict[str, str], label: str = "model"
+) -> tuple[bytes, dict[str, str]]:
+    """tf2onnx ``from_keras`` with a dynamic batch, outputs renamed to their roles and the graph checked;
+    returns the serialised model and role -> output name."""
     import tensorflow as tf
     import tf2onnx
 
@@ -117,6 +118,7 @@ def convert(model3: Any, image_size: int, opset: int, metadata: dict[str, str]) 
     for key, value in metadata.items():
         entry = onnx_model.metadata_props.add()
         entry.key, entry.value = key, str(value)
+    check_graph(onnx_model, label)
     return onnx_model.SerializeToString(), outputs
 
 
@@ -132,6 +134,7 @@ def export_fold_model(
     tolerance: float | None = None,
 ) -> ExportedModel:
     """Load ``model.keras``, convert it, check parity; the ONNX file appears only if parity passes."""
+    require_training_stack("export")  # quiet TensorFlow start-up in the spawned converter process too
     import keras
 
     import tbensemble.train.backbones  # noqa: F401  registers the custom preprocessing layers for load_model
@@ -150,11 +153,12 @@ def export_fold_model(
         "tbensemble_version": __version__,
         "preprocessing": f"inside the graph ({BACKBONES[backbone].preprocessing}); input raw 0-255, NHWC, 1 channel",
     }
-    data, outputs = convert(model3, image_size, opset, metadata)
+    label = f"{model_path} -> {onnx_path.name}"
+    data, outputs = convert(model3, image_size, opset, metadata, label)
+    weights, bias = head_parameters(model)
     with atomic.atomic_path(onnx_path) as tmp:
         tmp.write_bytes(data)
-        figures = parity.check(model3, tmp, parity_images, label=str(onnx_path), tolerance=tolerance)
-    weights, bias = head_parameters(model)
+        figures = parity.check(model3, tmp, parity_images, label, tolerance, head=(weights, bias))
     return ExportedModel(
         backbone=backbone,
         fold=fold,
@@ -243,8 +247,7 @@ def export_run(
         models = [m for m in models if m[0] not in incomplete]
     if not models:
         raise ArtifactError(f"{run / 'oof.csv'}: no backbone with all folds finished; finish 'tbens train-folds' first")
-    staging = Path(tempfile.mkdtemp(prefix=".onnx-staging-", dir=run))
-    try:
+    with atomic.temporary_folder(run, ".onnx-staging-") as staging:
         jobs = []
         for backbone, fold, model_path in models:
             images, source = parity.parity_images(run, config.data, fold, n_parity_images, config.image_size)
@@ -269,5 +272,3 @@ def export_run(
         for entry in manifest.models:
             os.replace(files[entry.name], run / entry.file)
         return save_manifest(manifest, run)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)

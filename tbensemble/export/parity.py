@@ -14,6 +14,9 @@ import numpy as np
 import pandas as pd
 
 from tbensemble.core.errors import ArtifactError, TbensError
+from tbensemble.core.manifest import OUTPUT_ROLES
+from tbensemble.export import validate
+from tbensemble.export.validate import INPUT_NAME
 
 PROBABILITY_TOLERANCE = 1e-4
 
@@ -50,21 +53,34 @@ def _eager(model: Any, batch: np.ndarray, n_outputs: int, chunk: int = 4) -> lis
 
 
 def check(
-    model3: Any, onnx_path: Path, images: np.ndarray, label: str, tolerance: float | None = None
+    model3: Any,
+    onnx_path: Path,
+    images: np.ndarray,
+    label: str,
+    tolerance: float | None = None,
+    head: tuple[list[float], float] | None = None,
 ) -> dict[str, float]:
-    """Score uint8 images (N, S, S) with the three-output Keras model and the ONNX file; fail above tolerance."""
+    """Score uint8 images (N, S, S) with the three-output Keras model and the ONNX file, in layers: output
+    names, their shapes, the values (fail above tolerance), then, given the ``head`` (w, b), the CAM identity."""
     import onnxruntime as ort
 
     batch = images.astype(np.float32)[..., None]
-    keras_probability, keras_logit = (np.concatenate(parts) for parts in zip(*_eager(model3, batch, 2), strict=True))
+    parts = _eager(model3, batch, len(OUTPUT_ROLES))
+    keras_out = {
+        role: np.concatenate(column) for role, column in zip(OUTPUT_ROLES, zip(*parts, strict=True), strict=True)
+    }
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    onnx_probability, onnx_logit = session.run(["probability", "logit"], {"image": batch})
-    figures = compare(
-        {"probability": keras_probability, "logit": keras_logit},
-        {"probability": onnx_probability, "logit": onnx_logit},
-    )
+    names = [o.name for o in session.get_outputs()]
+    if names != list(OUTPUT_ROLES):
+        raise ArtifactError(f"{label}: ONNX Runtime sees outputs {names}; the engine needs {list(OUTPUT_ROLES)}")
+    onnx_out = dict(zip(OUTPUT_ROLES, session.run(list(OUTPUT_ROLES), {INPUT_NAME: batch}), strict=True))
+    validate.check_shapes(keras_out, onnx_out, label)
+    figures = compare(keras_out, onnx_out)
     enforce(figures, label, PROBABILITY_TOLERANCE if tolerance is None else tolerance)
-    return figures
+    if head is None:
+        return figures
+    cam = validate.check_cam_identity(onnx_out["features"], onnx_out["logit"], *head, label)
+    return {**figures, "max_abs_diff_cam_logit": cam}
 
 
 def random_images(n: int, size: int, seed: int = 0) -> np.ndarray:

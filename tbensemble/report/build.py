@@ -12,7 +12,7 @@ import yaml
 
 from tbensemble.core import atomic
 from tbensemble.core.errors import DataError
-from tbensemble.core.manifest import MANIFEST_NAME, load_manifest
+from tbensemble.core.manifest import MANIFEST_NAME, load_manifest, load_verified
 from tbensemble.core.metrics import within_fold_ranks
 from tbensemble.report import markdown, plots
 from tbensemble.report.evaluate import (
@@ -100,7 +100,7 @@ def write_submission_report(
     notes: list[str] = []
     manifest_points: dict[str, dict[str, Any]] | None = None
     if artifacts is not None:
-        manifest = load_manifest(artifacts)
+        manifest = load_verified(artifacts)
         manifest_points = manifest.ensemble.operating_points
         notes.append(
             f"Thresholds from {Path(artifacts) / MANIFEST_NAME} are on the historical-rank scale: they mean what the "

@@ -83,7 +83,9 @@ def test_other_schema_version_refused(tiny_export, tmp_path):
     manifest = json.loads((artifacts / "manifest.json").read_text())
     manifest["schema_version"] = 99
     (artifacts / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ArtifactError, match=r"manifest.json: schema_version 99 is not supported"):
+    with pytest.raises(
+        ArtifactError, match=r"manifest.json: schema_version 99 \(written by tbensemble .*\) is not supported"
+    ):
         Ensemble.load(artifacts, device="cpu")
 
 

@@ -34,6 +34,7 @@ def test_every_fold_model_exported_with_named_outputs_and_metadata(tiny_export):
         assert "tbensemble_version" in meta and "preprocessing" in meta
         assert entry.parity["max_abs_diff_probability"] <= 1e-4 and entry.parity["n_images"] >= 16
         assert entry.parity["images"] == "run data"
+        assert entry.parity["max_abs_diff_cam_logit"] < 1e-3, "export enforces the CAM identity per model"
         assert entry.weight == 0.5 and len(entry.oof_scores_sorted) == 12
 
 
@@ -62,6 +63,25 @@ def test_failed_parity_leaves_the_previous_export_untouched(tiny_export, tmp_pat
         export_run(run, isolate=False)
     assert {p.name: p.read_bytes() for p in [*(run / "onnx").iterdir(), run / "manifest.json"]} == before
     assert not [p for p in run.iterdir() if p.name.startswith(".onnx-staging")]
+
+
+def test_a_head_that_does_not_give_the_logit_fails_export_naming_the_model(tiny_export, tmp_path, monkeypatch):
+    """Heatmaps rely on mean(features)·w + b = logit; a wrong head must not ship (and nothing is replaced)."""
+    from tbensemble.export import onnx_export
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_export, run)
+    before = {p.name: p.read_bytes() for p in [*(run / "onnx").iterdir(), run / "manifest.json"]}
+    real_head = onnx_export.head_parameters
+
+    def shifted(model):
+        weights, bias = real_head(model)
+        return weights, bias + 1.0
+
+    monkeypatch.setattr(onnx_export, "head_parameters", shifted)
+    with pytest.raises(ArtifactError, match=r"fold0/model.keras -> tinycnn-f0.onnx: CAM identity fails"):
+        export_run(run, isolate=False)
+    assert {p.name: p.read_bytes() for p in [*(run / "onnx").iterdir(), run / "manifest.json"]} == before
 
 
 def test_export_refuses_a_run_without_finished_models(tmp_path):
