@@ -92,3 +92,13 @@ def connected(address: str | None) -> Iterator[ModuleType]:
 def per_worker_resources(ray: ModuleType) -> dict[str, float]:
     """One GPU per task or actor where the cluster has GPUs, one CPU otherwise."""
     return {"num_gpus": 1} if ray.cluster_resources().get("GPU", 0) >= 1 else {"num_cpus": 1}
+
+
+def worker_logging() -> None:
+    """tbensemble's INFO lines on a worker's stderr, which Ray forwards to the driver tagged with the task."""
+    logger = logging.getLogger("tbensemble")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)

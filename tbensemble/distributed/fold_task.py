@@ -8,7 +8,6 @@ import logging
 import os
 import shutil
 import socket
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import pandas as pd
 
 from tbensemble.core.config import TrainConfig
 from tbensemble.core.optional import QUIET_LEVEL, quiet_requested, require_training_stack
+from tbensemble.distributed.cluster import worker_logging
 
 log = logging.getLogger("tbensemble.distributed")
 
@@ -24,16 +24,6 @@ log = logging.getLogger("tbensemble.distributed")
 def worker_environment() -> dict[str, Any]:
     """Ray options that carry the driver's quiet TensorFlow setting to workers on other machines."""
     return {"runtime_env": {"env_vars": {"TF_CPP_MIN_LOG_LEVEL": QUIET_LEVEL}}} if quiet_requested() else {}
-
-
-def _worker_logging() -> None:
-    """Epoch lines at INFO on the worker's stderr, which Ray forwards to the driver tagged with the task."""
-    logger = logging.getLogger("tbensemble")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
 
 
 def _limit_threads(assigned: dict[str, float]) -> None:
@@ -56,7 +46,7 @@ def train_fold(
     """Train one fold with the trainer's per-fold entry point; return its done record and files' bytes."""
     import ray
 
-    _worker_logging()
+    worker_logging()
     require_training_stack("tbens train-folds --ray")
     _limit_threads(ray.get_runtime_context().get_assigned_resources())
     from tbensemble.distributed.folds import BoardClock, job_key

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from tbensemble.core.errors import DataError
 from tbensemble.data.decode import load_image, set_max_pixels
-from tbensemble.distributed.cluster import connected, per_worker_resources
+from tbensemble.distributed.cluster import connected, per_worker_resources, worker_logging
 from tbensemble.engine.ensemble import Ensemble
 from tbensemble.engine.predict import Prediction, finish_prediction
 
@@ -59,6 +59,7 @@ class EnsembleScorer:
         max_pixels: int | None = None,
         decode_threads: int = 2,
     ):
+        worker_logging()  # the provider each actor got reaches the driver's log
         if max_pixels is not None:
             set_max_pixels(max_pixels)  # process-wide, so each actor process sets it
         self.ensemble = Ensemble.load(artifacts, device=device, tta=tta)
