@@ -1,5 +1,9 @@
 """The progress board of a ``train-folds --ray`` run: a small Ray actor, kept free of TensorFlow so that
-its worker process stays light."""
+its worker process stays light.
+
+Workers never block on it: Ray hands the CPU of a task blocked in ``ray.get`` to the next queued task,
+so a blocking call per epoch would run more jobs at once than the cluster has CPUs (measured here: three
+jobs on two CPUs). They send their reports without waiting, and read a reply only once it is there."""
 
 from __future__ import annotations
 
@@ -20,12 +24,15 @@ class RunBoard:
         self.fraction: dict[str, float] = {}
         self.workers: dict[str, dict[str, Any]] = {}
 
-    def started(self, key: str, pid: int, node: str) -> int:
-        """Record a job's (re)start on a worker; returns its attempt number, 1 for the first."""
+    def started(self, key: str, pid: int, node: str) -> None:
+        """Record a job's (re)start on a worker."""
         attempt = self.workers.get(key, {}).get("attempt", 0) + 1
         self.workers[key] = {"pid": pid, "node": node, "attempt": attempt}
         self.fraction[key] = 0.0
-        return attempt
+
+    def attempts(self, key: str) -> int:
+        """How many times the job was started, 1 when no worker of it died."""
+        return self.workers.get(key, {}).get("attempt", 1)
 
     def elapsed(self) -> float:
         return time.monotonic() - self.start

@@ -41,7 +41,13 @@ def _limit_threads(assigned: dict[str, float]) -> None:
 
 
 def train_fold(
-    config: TrainConfig, backbone: str, fold: int, table: pd.DataFrame, board: Any, scratch_name: str
+    config: TrainConfig,
+    backbone: str,
+    fold: int,
+    table: pd.DataFrame,
+    board: Any,
+    scratch_name: str,
+    run_started: float,
 ) -> dict:
     """Train one fold with the trainer's per-fold entry point; return its done record and files' bytes."""
     import ray
@@ -53,13 +59,13 @@ def train_fold(
     from tbensemble.train.trainer import Job, train_job
 
     job = Job(backbone, fold)
-    attempt = ray.get(board.started.remote(job_key(job), os.getpid(), socket.gethostname()))
+    board.started.remote(job_key(job), os.getpid(), socket.gethostname())  # not awaited: see board
     scratch = Path(tempfile.gettempdir()) / scratch_name
     shutil.rmtree(scratch, ignore_errors=True)  # what an earlier attempt on this node left
     try:
-        done = train_job(config, job, table, scratch, BoardClock(ray, board, job_key(job)))
+        done = train_job(config, job, table, scratch, BoardClock(ray, board, job_key(job), run_started))
         folder = job.folder(scratch)
         files = {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return {"done": done, "files": files, "attempt": attempt, "node": socket.gethostname()}
+    return {"done": done, "files": files, "node": socket.gethostname()}

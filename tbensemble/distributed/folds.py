@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -44,17 +46,31 @@ def job_key(job: Job) -> str:
 
 
 class BoardClock(RunClock):
-    """The trainer's run clock, read from the board, so a worker's epoch lines carry the whole run's ETA."""
+    """The trainer's run clock, fed by the board, so a worker's epoch lines carry the whole run's ETA.
 
-    def __init__(self, ray: ModuleType, board: Any, key: str):
+    Each epoch's report is sent without blocking (see ``board``); its reply, the run's ETA, is read if
+    it arrives within ``REPLY_WAIT_S``, else the previous one is shown."""
+
+    REPLY_WAIT_S = 1.0
+
+    def __init__(self, ray: ModuleType, board: Any, key: str, run_started: float):
         super().__init__(1)
-        self.ray, self.board, self.key = ray, board, key
+        self.ray, self.board, self.key, self.run_started = ray, board, key, run_started
+        self.last_eta = math.nan
 
     def elapsed(self) -> float:
-        return self.ray.get(self.board.elapsed.remote())
+        return time.time() - self.run_started
 
     def eta(self, epoch: int, epochs: int) -> float:
-        return self.ray.get(self.board.progress.remote(self.key, epoch / max(epochs, 1)))[1]
+        reply = self.board.progress.remote(self.key, epoch / max(epochs, 1))
+        deadline = time.monotonic() + self.REPLY_WAIT_S
+        while time.monotonic() < deadline:
+            ready, _ = self.ray.wait([reply], timeout=0)
+            if ready:
+                self.last_eta = self.ray.get(reply)[1]
+                break
+            time.sleep(0.01)
+        return self.last_eta
 
 
 def commit_fold(folder: Path, files: dict[str, bytes]) -> None:
@@ -121,12 +137,13 @@ def _run_on(ray: ModuleType, config: TrainConfig, todo: list[Job], table: pd.Dat
         **resources, **worker_environment()
     )
     table_ref = ray.put(table)
+    run_started = time.time()
     token = hashlib.sha256(str(run.resolve()).encode()).hexdigest()[:12]
     pending = {}
     for job in todo:
         (job.folder(run) / "done.json").unlink(missing_ok=True)  # in progress, as a serial run marks it
         scratch = f"tbens-{token}-{job.backbone}-fold{job.fold}"
-        pending[task.remote(config, job.backbone, job.fold, table_ref, board, scratch)] = job
+        pending[task.remote(config, job.backbone, job.fold, table_ref, board, scratch, run_started)] = job
     try:
         while pending:
             (ready,), _ = ray.wait(list(pending), num_returns=1)
@@ -134,7 +151,8 @@ def _run_on(ray: ModuleType, config: TrainConfig, todo: list[Job], table: pd.Dat
             result = _result(ray, ready, job)
             commit_fold(job.folder(run), result["files"])
             board.finished.remote(job_key(job))
-            retried = f", attempt {result['attempt']} (its earlier worker died)" if result["attempt"] > 1 else ""
+            attempt = ray.get(board.attempts.remote(job_key(job)))
+            retried = f", attempt {attempt} (its earlier worker died)" if attempt > 1 else ""
             log.info("%s: committed from %s%s", job_key(job), result["node"], retried)
             yield result["done"]
     finally:
