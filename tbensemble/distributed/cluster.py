@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import socket
 import sys
 from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
+from tbensemble.core import errors
 from tbensemble.core.errors import TbensError
 
 LOCAL_OBJECT_STORE_BYTES = 256 * 2**20
@@ -102,3 +104,26 @@ def worker_logging() -> None:
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+
+
+def tbens_cause(exc: BaseException) -> TbensError | None:
+    """The TbensError a Ray error carries from a worker, if there is one. Ray wraps it, at times twice,
+    and an actor that failed in ``__init__`` keeps only its text (``tbensemble.core.errors.X: message``),
+    from which the same error (so the same exit code) is rebuilt."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, TbensError):
+            return current
+        seen.add(id(current))
+        current = getattr(current, "cause", None) or current.__cause__ or current.__context__
+    found = _RAISED.findall(str(exc))
+    if found:
+        name, message = found[-1]
+        kind = getattr(errors, name, None)
+        if isinstance(kind, type) and issubclass(kind, TbensError):
+            return kind(message.strip())
+    return None
+
+
+_RAISED = re.compile(r"tbensemble\.core\.errors\.(\w+): (.+)")

@@ -28,9 +28,9 @@ import pandas as pd
 
 from tbensemble.core import atomic
 from tbensemble.core.config import TrainConfig
-from tbensemble.core.errors import TbensError
+from tbensemble.core.errors import ArtifactError, TbensError
 from tbensemble.distributed.board import RunBoard
-from tbensemble.distributed.cluster import connected, per_worker_resources
+from tbensemble.distributed.cluster import connected, per_worker_resources, tbens_cause
 from tbensemble.distributed.fold_task import train_fold, worker_environment
 from tbensemble.train.callbacks import RunClock
 from tbensemble.train.trainer import Job, JobRunner
@@ -75,6 +75,9 @@ class BoardClock(RunClock):
 
 def commit_fold(folder: Path, files: dict[str, bytes]) -> None:
     """Write a fold's files into the run folder, each atomically, ``done.json`` last (the fold's commit)."""
+    unsafe = [name for name in files if Path(name).is_absolute() or ".." in Path(name).parts]
+    if unsafe:
+        raise ArtifactError(f"{folder}: a worker returned files outside the fold folder ({', '.join(unsafe)})")
     if "done.json" not in files:
         raise TbensError(f"{folder}: the worker returned no done.json ({', '.join(sorted(files)) or 'no files'})")
     (folder / "done.json").unlink(missing_ok=True)
@@ -89,9 +92,10 @@ def _result(ray: ModuleType, ref: Any, job: Job) -> dict:
     try:
         return ray.get(ref)
     except ray.exceptions.RayTaskError as exc:
-        if isinstance(exc.cause, TbensError):
-            raise exc.cause from None
-        raise
+        cause = tbens_cause(exc)
+        if cause is None:
+            raise
+        raise cause from None
     except ray.exceptions.RayError as exc:
         raise TbensError(
             f"{job_key(job)}: its Ray worker failed {MAX_RETRIES + 1} times ({str(exc).splitlines()[0]})"

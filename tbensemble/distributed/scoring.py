@@ -26,9 +26,9 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from tbensemble.core.errors import DataError
+from tbensemble.core.errors import DataError, TbensError
 from tbensemble.data.decode import load_image, set_max_pixels
-from tbensemble.distributed.cluster import connected, per_worker_resources, worker_logging
+from tbensemble.distributed.cluster import connected, per_worker_resources, tbens_cause, worker_logging
 from tbensemble.engine.ensemble import Ensemble
 from tbensemble.engine.predict import Prediction, finish_prediction
 
@@ -132,15 +132,24 @@ def predict_images_ray(
             },
             **resources,
         )
-        started = time.monotonic()
+        started, seen = time.monotonic(), 0
         with tqdm(total=n, unit="img", desc="predict", disable=None if progress is None else not progress) as bar:
-            for out in scored.iter_batches(batch_size=None, batch_format="numpy"):
-                positions = out[POSITION]
-                for name in names:
-                    scores[name][positions] = out[name]
-                bad = out[ERROR] != ""
-                errors.update(zip(positions[bad].tolist(), out[ERROR][bad].tolist(), strict=True))
-                bar.update(len(positions))
+            try:
+                for out in scored.iter_batches(batch_size=None, batch_format="numpy"):
+                    positions = out[POSITION]
+                    for name in names:
+                        scores[name][positions] = out[name]
+                    bad = out[ERROR] != ""
+                    errors.update(zip(positions[bad].tolist(), out[ERROR][bad].tolist(), strict=True))
+                    seen += len(positions)
+                    bar.update(len(positions))
+            except Exception as exc:
+                cause = tbens_cause(exc)
+                if cause is None:
+                    raise
+                raise cause from None
+        if seen != n:
+            raise TbensError(f"Ray returned scores for {seen} of {n} images; nothing was written")
         seconds = time.monotonic() - started
         log.info("Ray: %d images scored in %.1fs (%.1f images/s, actors' start-up included)", n, seconds, n / seconds)
     kept = np.ones(n, dtype=bool)

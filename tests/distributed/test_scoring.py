@@ -47,3 +47,22 @@ def test_bad_file_without_skip_bad_is_the_same_one_line_error(images, tmp_path, 
     assert error and error == [line for line in on_ray.output.splitlines() if line.startswith("error:")]
     assert "1 of 28 images cannot be decoded" in error[0]
     assert not (tmp_path / "ray.csv").exists()
+
+
+def test_an_actor_that_finds_other_artifacts_fails_with_the_engines_own_error(
+    images, tmp_path, tmp_path_factory, local_ray
+):
+    """What a node whose copy of the artifacts differs from the driver's gives: the one-line error, exit 3."""
+    from tbensemble.core.errors import ArtifactError
+    from tbensemble.distributed.scoring import predict_images_ray
+    from tbensemble.engine.ensemble import Ensemble
+    from tbensemble.engine.predict import collect_images
+    from tests.export.tinyrun import copy_artifacts
+
+    good = exported_run(tmp_path_factory)
+    other = copy_artifacts(good, tmp_path / "other")
+    model = other / "onnx" / "tinycnn-f0.onnx"
+    model.write_bytes(model.read_bytes() + b"x")
+    ensemble = Ensemble.load(good, device="cpu")
+    with pytest.raises(ArtifactError, match=rf"^{model}: sha256 .* does not match the manifest"):
+        predict_images_ray(ensemble, other, collect_images([images]), device="cpu", skip_bad=True, actors=1)
