@@ -29,6 +29,7 @@ from tqdm import tqdm
 from tbensemble.core.errors import DataError, TbensError
 from tbensemble.data.decode import load_image, set_max_pixels
 from tbensemble.distributed.cluster import connected, per_worker_resources, tbens_cause, worker_logging
+from tbensemble.engine.decisions import DECISION_COLUMNS, decide_paths
 from tbensemble.engine.ensemble import Ensemble
 from tbensemble.engine.predict import Prediction, finish_prediction
 
@@ -37,7 +38,10 @@ log = logging.getLogger("tbensemble.distributed")
 BATCHES_PER_CALL = 8
 """Engine batches per actor call (and per Ray Data block): fewer, larger calls amortise Ray's overhead."""
 
-POSITION, ERROR = "position", "error"
+POSITION, ERROR, IMAGE_ID = "position", "error", "image_id"
+DECIDED = "decision:"
+"""Prefix of the decision columns an actor returns (``engine.decisions.DECISION_COLUMNS``) when asked to decide."""
+NUMERIC_DECISION_COLUMNS = ("score", "probability", "threshold")
 
 
 def _decode(path: str, size: int) -> np.ndarray | DataError:
@@ -48,7 +52,8 @@ def _decode(path: str, size: int) -> np.ndarray | DataError:
 
 
 class EnsembleScorer:
-    """A Ray Data actor: one ensemble, loaded once; each call decodes and scores a block of images."""
+    """A Ray Data actor: one ensemble, loaded once; each call decodes and scores a block of images, and
+    decides them (``engine.decisions``, per image, so the same rows as in one process) when asked."""
 
     def __init__(
         self,
@@ -57,6 +62,8 @@ class EnsembleScorer:
         tta: list[str],
         batch_size: int,
         max_pixels: int | None = None,
+        decide: bool = False,
+        operating_point: str | None = None,
         decode_threads: int = 2,
     ):
         worker_logging()  # the provider each actor got reaches the driver's log
@@ -64,6 +71,7 @@ class EnsembleScorer:
             set_max_pixels(max_pixels)  # process-wide, so each actor process sets it
         self.ensemble = Ensemble.load(artifacts, device=device, tta=tta)
         self.batch_size = batch_size
+        self.decide, self.operating_point = decide, operating_point
         self.pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -73,13 +81,40 @@ class EnsembleScorer:
         )
         errors = np.array([str(item) if isinstance(item, DataError) else "" for item in images], dtype=object)
         scores = {m.name: np.full(len(positions), np.nan) for m in self.ensemble.manifest.models}
+        decided = {column: np.full(len(positions), None, dtype=object) for column in DECISION_COLUMNS}
         engine_batch = positions // self.batch_size
         for number in np.unique(engine_batch):
             good = np.flatnonzero((engine_batch == number) & (errors == ""))
-            if len(good):
-                for name, values in self.ensemble.score(np.stack([images[i] for i in good])).items():
-                    scores[name][good] = values
-        return {POSITION: positions, ERROR: errors, **scores}
+            if not len(good):
+                continue
+            stacked = np.stack([images[i] for i in good])
+            if self.decide:
+                ids, paths = [str(batch[IMAGE_ID][i]) for i in good], [str(batch["path"][i]) for i in good]
+                result = decide_paths(self.ensemble, stacked, ids, paths, self.operating_point)
+                values = result.scores
+                for column in DECISION_COLUMNS:
+                    decided[column][good] = result.decisions[column].to_numpy()
+            else:
+                values = self.ensemble.score(stacked)
+            for name, model_scores in values.items():
+                scores[name][good] = model_scores
+        decisions = {f"{DECIDED}{column}": values for column, values in decided.items()} if self.decide else {}
+        return {POSITION: positions, ERROR: errors, **scores, **decisions}
+
+
+def _decision_frame(pieces: list[tuple[np.ndarray, dict[str, list]]]) -> pd.DataFrame:
+    """The decision rows received from the actors, in image order, with the engine's column types."""
+    if not pieces:
+        return pd.DataFrame(columns=list(DECISION_COLUMNS))
+    order = np.argsort(np.concatenate([positions for positions, _ in pieces]), kind="stable")
+    columns = {}
+    for column in DECISION_COLUMNS:
+        values = [value for _, piece in pieces for value in piece[column]]
+        if column in NUMERIC_DECISION_COLUMNS:
+            columns[column] = np.asarray(values, dtype=np.float64)[order]
+        else:
+            columns[column] = [str(values[i]) for i in order]
+    return pd.DataFrame(columns, columns=list(DECISION_COLUMNS))
 
 
 def default_actors(ray) -> int:
@@ -98,6 +133,8 @@ def predict_images_ray(
     skip_bad: bool = False,
     actors: int | None = None,
     max_pixels: int | None = None,
+    decide: bool = False,
+    operating_point: str | None = None,
     progress: bool | None = None,
 ) -> Prediction:
     """What :func:`tbensemble.engine.predict.predict_images` returns, scored by an actor pool on Ray.
@@ -110,13 +147,14 @@ def predict_images_ray(
     names = [m.name for m in ensemble.manifest.models]
     scores = {name: np.full(n, np.nan) for name in names}
     errors: dict[int, str] = {}
+    decided: list[tuple[np.ndarray, dict[str, list]]] = []
     with connected(address) as ray:
         ray.data.DataContext.get_current().enable_progress_bars = False  # the driver's own bar counts images
         logging.getLogger("ray.data").setLevel(logging.WARNING)
         resources = per_worker_resources(ray)
         pool = actors or default_actors(ray)
         log.info("Ray: %d ensemble actors, one %s each", pool, "GPU" if "num_gpus" in resources else "CPU")
-        listing = pd.DataFrame({POSITION: np.arange(n), "path": paths})
+        listing = pd.DataFrame({POSITION: np.arange(n), IMAGE_ID: ids, "path": paths})
         dataset = ray.data.from_pandas([listing.iloc[start : start + block] for start in range(0, n, block)])
         scored = dataset.map_batches(
             EnsembleScorer,
@@ -129,6 +167,8 @@ def predict_images_ray(
                 "tta": ensemble.tta,
                 "batch_size": batch_size,
                 "max_pixels": max_pixels,
+                "decide": decide,
+                "operating_point": operating_point,
             },
             **resources,
         )
@@ -141,6 +181,10 @@ def predict_images_ray(
                         scores[name][positions] = out[name]
                     bad = out[ERROR] != ""
                     errors.update(zip(positions[bad].tolist(), out[ERROR][bad].tolist(), strict=True))
+                    if decide:
+                        decided.append(
+                            (positions[~bad], {c: out[f"{DECIDED}{c}"][~bad].tolist() for c in DECISION_COLUMNS})
+                        )
                     seen += len(positions)
                     bar.update(len(positions))
             except Exception as exc:
@@ -161,4 +205,5 @@ def predict_images_ray(
         {name: [values[kept]] for name, values in scores.items()},
         sorted(errors.items()),
         skip_bad,
+        [_decision_frame(decided)] if decide else None,
     )

@@ -109,7 +109,7 @@ def test_missing_data_folder_is_named(tmp_path):
 def test_small_backbone_with_imagenet_weights_fails_before_training(demo, tmp_path):
     config = write_config(tmp_path / "c.yaml", data=str(demo), out=str(tmp_path / "run"), backbones=["tinycnn"])
     error = one_error_line(run_cli("--config", config))
-    assert error.startswith("error: weights: tinycnn has no pretrained weights")
+    assert error.startswith("error: weights: tinycnn has no ImageNet weights")
 
 
 @pytest.mark.parametrize("name", ["quickstart", "leaderboard"])
