@@ -1,4 +1,4 @@
-"""predict --ray: the same submission rows, skipped list and errors as single-process predict."""
+"""predict --ray: the same submission rows, decision rows, skipped list and errors as single-process predict."""
 
 from __future__ import annotations
 
@@ -31,12 +31,22 @@ def test_predict_on_ray_writes_the_rows_of_single_process_predict(images, tmp_pa
     artifacts = exported_run(tmp_path_factory)
     # batch 2: engine batches of 2 (the bad file leaves one of 1), two Ray blocks of 16, so both actors work
     common = ["--artifacts", artifacts, "--images", images, "--batch-size", 2, "--device", "cpu", "--skip-bad"]
-    alone = predict(*common, "--out", tmp_path / "alone.csv")
-    on_ray = predict(*common, "--out", tmp_path / "ray.csv", "--ray", "--ray-actors", 2)
+    alone = predict(*common, "--out", tmp_path / "alone.csv", "--decisions", tmp_path / "alone-decisions.csv")
+    on_ray = predict(
+        *common,
+        "--out",
+        tmp_path / "ray.csv",
+        "--decisions",
+        tmp_path / "ray-decisions.csv",
+        "--ray",
+        "--ray-actors",
+        2,
+    )
     assert alone.exit_code == on_ray.exit_code == 0, alone.output + on_ray.output
-    assert (tmp_path / "ray.csv").read_bytes() == (tmp_path / "alone.csv").read_bytes()
-    assert (tmp_path / "ray.skipped.csv").read_bytes() == (tmp_path / "alone.skipped.csv").read_bytes()
+    for name in ("{}.csv", "{}.skipped.csv", "{}-decisions.csv"):
+        assert (tmp_path / name.format("ray")).read_bytes() == (tmp_path / name.format("alone")).read_bytes(), name
     assert len((tmp_path / "ray.csv").read_text().splitlines()) == 1 + 27
+    assert len((tmp_path / "ray-decisions.csv").read_text().splitlines()) == 1 + 27
 
 
 def test_bad_file_without_skip_bad_is_the_same_one_line_error(images, tmp_path, tmp_path_factory, local_ray):
