@@ -20,13 +20,21 @@ from tests.serve.conftest import encoded_images, start_server
 pytestmark = pytest.mark.slow
 
 
+def _queue_depth(url: str) -> float:
+    text = httpx.get(f"{url}/metrics").text
+    return float(next(line.split()[1] for line in text.splitlines() if line.startswith("tbens_queue_depth ")))
+
+
 def test_sigterm_drains_in_flight_requests_then_exits_0(served_artifacts, tmp_path):
     images = encoded_images(tmp_path / "images")
-    # Requests wait up to 1.5 s for a batch to fill: SIGTERM arrives while all of them are in flight.
-    server = start_server(served_artifacts, tmp_path / "server", "--max-wait-ms", "1500", "--batch-size", "8")
+    # Requests wait up to 3 s for a batch to fill: SIGTERM arrives once all of them wait in the queue.
+    server = start_server(served_artifacts, tmp_path / "server", "--max-wait-ms", "3000", "--batch-size", "8")
     with concurrent.futures.ThreadPoolExecutor(3) as pool:
         futures = [pool.submit(httpx.post, f"{server.url}/v1/predict", content=b, timeout=30) for b in images.values()]
-        time.sleep(0.5)
+        deadline = time.monotonic() + 20
+        while _queue_depth(server.url) < len(futures) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _queue_depth(server.url) == len(futures), "the requests never all waited in the queue"
         server.process.send_signal(signal.SIGTERM)
         responses = [f.result() for f in futures]
     assert [r.status_code for r in responses] == [200, 200, 200], [r.text for r in responses]
