@@ -14,6 +14,7 @@ import time
 
 import pandas as pd
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from tbensemble.cli import cli
@@ -31,7 +32,7 @@ def tbens(*args):
 
 
 def write_config(path, **values):
-    path.write_text("".join(f"{key}: {json.dumps(value)}\n" for key, value in values.items()))
+    path.write_text(yaml.safe_dump(values))
     return str(path)
 
 
