@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,10 +77,15 @@ def _fail(key: str, message: str, source: str) -> ConfigError:
     return ConfigError(f"{source}: config key '{key}' {message}")
 
 
+_SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def _check_type(key: str, value: Any, expected: Any, source: str) -> Any:
     """Coerce YAML scalars to the declared type, or fail naming the key and the type wanted."""
     if expected is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if expected is float and isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):
+        return float(value)  # PyYAML (YAML 1.1) reads 1e-4, without a dot, as a string
     if expected is int and isinstance(value, int) and not isinstance(value, bool):
         return value
     if expected is bool and isinstance(value, bool):

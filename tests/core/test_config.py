@@ -88,3 +88,11 @@ def test_keys_that_chose_epochs_on_the_scored_fold_still_load_and_are_ignored(tm
     assert config.epochs == 7
     assert "early_stopping_patience" not in dump_config(config)
     assert "config key 'early_stopping_patience' is ignored" in caplog.text
+
+
+def test_scientific_notation_without_a_dot_is_a_float(tmp_path: Path) -> None:
+    """PyYAML reads ``1e-4`` as a string; a rate written that way is what the user meant."""
+    config = load_config(write(tmp_path, "learning_rate: 1e-4\nfine_tune_learning_rate: 2E-05\n"))
+    assert (config.learning_rate, config.fine_tune_learning_rate) == (1e-4, 2e-5)
+    with pytest.raises(ConfigError, match="'learning_rate' must be float, got 'fast'"):
+        load_config(write(tmp_path, "learning_rate: fast\n"))
