@@ -6,11 +6,15 @@
     rescaled so the sigmoid is not saturated.
 (b) End to end: ``engine.predict.predict_images`` on PNG files on disk (decode + resize + TTA + every
     model + ensemble) against the raw session throughput of the same models and views (session.run on
-    arrays already in memory), as a fraction.
+    arrays already in memory), as a fraction; with ``--precision auto`` the models run as their chosen
+    variants (``tbens optimize``).
+(c) Variants (``--variants``, needs an optimized ``--run``): per backbone (its first fold model) and for
+    the whole ensemble, fp32 against the chosen variants on the same arrays, rounds interleaved.
 
     python scripts/bench_engine.py --backbones resnet50 --size 384 --batch 8          # one backbone
     python scripts/bench_engine.py --backbones tinycnn --size 64 --images 32          # a quick look
     python scripts/bench_engine.py --run artifacts/quickstart --skip-keras --images 64  # (b) on a real run
+    python scripts/bench_engine.py --run artifacts/lb --skip-keras --skip-e2e --variants    # (c) after tbens optimize
 
 Timings are medians of ``--repeats`` warm calls; on a shared machine they are noisy.
 """
@@ -19,6 +23,8 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import datetime
+import functools
 import multiprocessing
 import statistics
 import sys
@@ -94,6 +100,8 @@ def synthetic_artifacts(models: list[dict[str, Any]], size: int, tta: list[str],
     """A manifest over the benchmark's exported models (uniform OOF references): enough to run the engine."""
     import shutil
 
+    import onnxruntime as ort
+
     from tbensemble import __version__
     from tbensemble.core.manifest import (
         SCHEMA_VERSION,
@@ -110,6 +118,8 @@ def synthetic_artifacts(models: list[dict[str, Any]], size: int, tta: list[str],
     for m in models:
         file = folder / "onnx" / f"{m['backbone']}.onnx"
         shutil.copy(m["path"], file)
+        outputs = ort.InferenceSession(str(file), providers=["CPUExecutionProvider"]).get_outputs()
+        channels = next(o.shape[3] for o in outputs if o.name == "features")
         entries.append(
             ModelEntry(
                 name=m["backbone"],
@@ -119,10 +129,10 @@ def synthetic_artifacts(models: list[dict[str, Any]], size: int, tta: list[str],
                 fold=0,
                 input=InputSpec(size=size),
                 outputs={"probability": "probability", "logit": "logit", "features": "features"},
-                oof_auc=float("nan"),
+                oof_auc=0.5,
                 parity={},
                 oof_scores_sorted=list(np.linspace(0, 1, 101)),
-                head_weights=[],
+                head_weights=[0.0] * channels,
                 head_bias=0.0,
             )
         )
@@ -130,11 +140,14 @@ def synthetic_artifacts(models: list[dict[str, Any]], size: int, tta: list[str],
     ensemble = EnsembleEntry(
         tta=tta, operating_points={"benchmark": point}, default_operating_point="benchmark", oof_auc=0.0
     )
-    save_manifest(Manifest(SCHEMA_VERSION, __version__, "benchmark", "", entries, ensemble), folder)
+    created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    save_manifest(Manifest(SCHEMA_VERSION, __version__, "benchmark", created, entries, ensemble), folder)
     return folder
 
 
-def end_to_end(artifacts: Path, n_images: int, batch: int, repeats: int, png_size: int, work: Path) -> dict[str, float]:
+def end_to_end(
+    artifacts: Path, n_images: int, batch: int, repeats: int, png_size: int, work: Path, precision: str = "fp32"
+) -> dict[str, float]:
     """predict_images on PNGs on disk against session.run alone on the same views, in images per second."""
     from PIL import Image
 
@@ -142,7 +155,7 @@ def end_to_end(artifacts: Path, n_images: int, batch: int, repeats: int, png_siz
     from tbensemble.engine.ensemble import Ensemble
     from tbensemble.engine.predict import collect_images, predict_images
 
-    ensemble = Ensemble.load(artifacts, device="cpu")
+    ensemble = Ensemble.load(artifacts, device="cpu", precision=precision)
     folder = work / "pngs"
     folder.mkdir()
     rng = np.random.default_rng(0)
@@ -172,12 +185,65 @@ def end_to_end(artifacts: Path, n_images: int, batch: int, repeats: int, png_siz
             times.append(time.perf_counter() - start)
     batches = -(-n_images // batch)
     return {
+        "variants": ",".join(sorted(set(ensemble.variants.values()))),
         "models": len(ensemble.manifest.models),
         "tta": ",".join(ensemble.tta),
         "raw_ips": batches * batch / statistics.median(raw_s),
         "e2e_ips": n_images / statistics.median(e2e_s),
         "fraction": statistics.median(r / e for r, e in zip(raw_s, e2e_s, strict=True)) * n_images / (batches * batch),
     }
+
+
+def _interleaved_ips(calls: dict[str, Any], images_per_call: int, repeats: int) -> dict[str, float]:
+    """Images/s of each call: one warm-up each, then ``repeats`` rounds in which every call runs once."""
+    for call in calls.values():
+        call()
+    seconds: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            seconds[name].append(time.perf_counter() - start)
+    return {name: images_per_call / statistics.median(times) for name, times in seconds.items()}
+
+
+def variants(artifacts: Path, batch: int, repeats: int) -> list[dict[str, Any]]:
+    """Per backbone (first fold model) and for the whole ensemble: fp32 against the chosen variants."""
+    from tbensemble.engine.ensemble import Ensemble
+
+    fp32 = Ensemble.load(artifacts, device="cpu", precision="fp32")
+    chosen = Ensemble.load(artifacts, device="cpu", precision="auto")
+    size = fp32.image_size
+    images = np.random.default_rng(0).integers(0, 256, (batch, size, size), dtype=np.uint8)
+    rows = []
+    seen: set[str] = set()
+    for entry in fp32.manifest.models:
+        if entry.backbone in seen:
+            continue
+        seen.add(entry.backbone)
+        feed = {entry.input.name: images.astype(np.float32)[..., None]}
+        output = [entry.outputs["probability"]]
+        ips = _interleaved_ips(
+            {
+                "fp32_ips": functools.partial(fp32.sessions[entry.name].run, output, feed),
+                "variant_ips": functools.partial(chosen.sessions[entry.name].run, output, feed),
+            },
+            batch,
+            repeats,
+        )
+        rows.append({"what": f"{entry.backbone} ({entry.name})", "variant": chosen.variants[entry.name], **ips})
+    ips = _interleaved_ips(
+        {"fp32_ips": lambda: fp32.score(images), "variant_ips": lambda: chosen.score(images)}, batch, repeats
+    )
+    names = sorted(set(chosen.variants.values()))
+    rows.append(
+        {
+            "what": f"ensemble ({len(fp32.manifest.models)} models, TTA {','.join(fp32.tta)})",
+            "variant": "+".join(names),
+            **ips,
+        }
+    )
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -195,6 +261,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run", type=Path, help="exported run: end-to-end on its ensemble instead of the benchmark's")
     parser.add_argument("--skip-keras", action="store_true", help="skip part (a)")
     parser.add_argument("--skip-e2e", action="store_true", help="skip part (b)")
+    parser.add_argument(
+        "--precision", choices=["auto", "fp32"], default="fp32", help="(b): run the chosen variants (auto) or fp32"
+    )
+    parser.add_argument("--variants", action="store_true", help="part (c): fp32 against the chosen variants (--run)")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="bench_engine_") as tmp:
@@ -219,15 +289,28 @@ def run(args: argparse.Namespace, work: Path) -> int:
                 f"{r['convert_s']:<10.1f} {r['onnx_mb']:<8.1f} {r['max_abs_diff_probability']:<9.1e} "
                 f"{r['max_abs_diff_logit']:<12.1e} {r['n_images']} {r['parity_source']}"
             )
+    if args.variants:
+        if args.run is None:
+            print("--variants needs --run with an optimized run (tbens optimize)", file=sys.stderr)
+            return 2
+        print(
+            f"\n(c) {args.run}: fp32 against the chosen variants, batch {args.batch}, median of {args.repeats} interleaved rounds"
+        )
+        print(f"{'what':<40} {'variant':<32} {'fp32 img/s':>10} {'variant img/s':>13} {'ratio':>6}")
+        for r in variants(args.run, args.batch, args.repeats):
+            print(
+                f"{r['what']:<40} {r['variant']:<32} {r['fp32_ips']:>10.2f} {r['variant_ips']:>13.2f} {r['variant_ips'] / r['fp32_ips']:>6.2f}"
+            )
     if args.skip_e2e:
         return 0
     if args.run is None and not results:
         print("nothing to run end to end: give --run or leave out --skip-keras", file=sys.stderr)
         return 2
     artifacts = args.run or synthetic_artifacts(results, args.size, args.tta.split(","), work / "artifacts")
-    e2e = end_to_end(artifacts, args.images, args.batch, args.repeats, args.png_size, work)
+    e2e = end_to_end(artifacts, args.images, args.batch, args.repeats, args.png_size, work, args.precision)
     print(
-        f"\n(b) end to end on {args.images} PNGs of {args.png_size} px, {e2e['models']} models, TTA {e2e['tta']}, batch {args.batch}"
+        f"\n(b) end to end on {args.images} PNGs of {args.png_size} px, {e2e['models']} models ({e2e['variants']}), "
+        f"TTA {e2e['tta']}, batch {args.batch}"
     )
     print(
         f"raw session {e2e['raw_ips']:.2f} images/s, predict {e2e['e2e_ips']:.2f} images/s: "

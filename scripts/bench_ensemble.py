@@ -6,14 +6,16 @@ Per seed: a phantom training set and a test set of the same generator (``--diffi
 - the configured ensemble: every backbone x every fold (``tbens train-folds``), TTA, each fold model's test
   scores ranked within the test batch, averaged with the weights train-folds chose (what ``tbens predict``
   does; export's parity check keeps Keras and ONNX Runtime within 1e-4, so Keras scores stand in here);
-- each member alone: its folds' ranks averaged, TTA.
+- each member alone: its folds' ranks averaged, TTA (and the equal-weight ensemble when other weights
+  were chosen).
 It prints test AUC with 95% intervals, the ensemble's paired gain over its best member and over the
 seed's way (stratified bootstrap on the test images), training time, OOF AUC against test AUC, and the
 validation-AUC swing (std over the last ``--swing-epochs`` epochs of each fold's history.csv).
 
     python scripts/bench_ensemble.py --config configs/quickstart.yaml --seeds 1,2 --out /tmp/bench
     python scripts/bench_ensemble.py --config configs/quickstart.yaml --seeds 1 --difficulty 0.6 --out /tmp/hard
-    python scripts/bench_ensemble.py --runs /work/runs/quickstart --test-data /tmp/bench/seed1/data   # score runs
+    python scripts/bench_ensemble.py --runs RUN_A,RUN_B --test-data /tmp/bench/seed1/data   # score existing runs
+    python scripts/bench_ensemble.py --swing RUN_A,RUN_B --swing-epochs 6                    # swing only
 
 Wrap it in ``flock /tmp/tbens-heavy.lock`` on a shared machine; one quickstart seed takes about 8 minutes
 on 2 CPU cores. Runs are kept under ``--out`` (resumable: finished folds are skipped).
@@ -86,16 +88,31 @@ def ensemble_of(scores: dict[str, dict], weights: dict[str, float]) -> np.ndarra
     return rank_average(columns, model_weights)
 
 
-def swing(run: Path, backbones: list[str], last: int) -> dict[str, float]:
-    """Mean over folds of the std of validation AUC over each fold's last ``last`` epochs."""
+def swing(run: Path, backbones: list[str], last: int) -> dict[str, dict[str, float]]:
+    """Validation AUC over each fold's last ``last`` epochs: its std, its mean absolute change from one epoch
+    to the next, and its largest drop between two epochs (a rise is learning, a drop is a swing), averaged
+    over folds; and its lowest value in any fold over all epochs."""
     out = {}
     for backbone in backbones:
-        stds = [
-            pd.read_csv(path)["val_auc"].tail(last).std(ddof=1)
-            for path in sorted((run / "models" / backbone).glob("fold*/history.csv"))
-        ]
-        out[backbone] = float(np.mean(stds)) if stds else float("nan")
+        histories = [pd.read_csv(p)["val_auc"] for p in sorted((run / "models" / backbone).glob("fold*/history.csv"))]
+        if not histories:
+            continue
+        tails = [h.tail(last) for h in histories]
+        out[backbone] = {
+            "std": float(np.mean([t.std(ddof=1) for t in tails])),
+            "mean_abs_step": float(np.mean([t.diff().abs().mean() for t in tails])),
+            "largest_drop": float(np.mean([max(0.0, -t.diff().min()) for t in tails])),
+            "min_all_epochs": float(min(h.min() for h in histories)),
+        }
     return out
+
+
+def _swing_line(swings: dict[str, dict[str, float]]) -> str:
+    return "; ".join(
+        f"{b} std {s['std']:.4f}, mean |step| {s['mean_abs_step']:.4f}, largest drop {s['largest_drop']:.4f}, "
+        f"lowest {s['min_all_epochs']:.3f}"
+        for b, s in swings.items()
+    )
 
 
 def compare(labels: np.ndarray, columns: dict[str, np.ndarray], pairs: list[tuple[str, str]], n_boot: int) -> dict:
@@ -136,6 +153,8 @@ def bench_seed(args: argparse.Namespace, base: TrainConfig, seed: int) -> dict[s
     seed_scores = test_scores(root / "seed-way", seed_config, data, ["identity"], [0])[single][0]
 
     columns = {"ensemble": ensemble_of(scores, weights), "seed's way": seed_scores}
+    if len(set(weights.values())) > 1:
+        columns["ensemble, equal weights"] = ensemble_of(scores, dict.fromkeys(weights, 1.0))
     for backbone in base.backbones:
         columns[backbone] = ensemble_of({backbone: scores[backbone]}, {backbone: 1.0})
     member_auc = {b: auc(labels, columns[b]) for b in base.backbones}
@@ -200,7 +219,7 @@ def print_seed(result: dict[str, Any]) -> None:
     seconds = result["train_seconds"]
     seed_way = seconds["seed's way"]
     print(f"  training: ensemble {seconds['ensemble']:.0f}s, seed's way {seed_way:.0f}s")
-    print(f"  val-AUC swing (std, last epochs): {json.dumps({k: round(v, 4) for k, v in result['swing'].items()})}")
+    print(f"  val-AUC swing over the last epochs: {_swing_line(result['swing'])}")
     if result["nested_auc"]:
         print(f"  nested OOF AUC: {json.dumps({k: round(v, 4) for k, v in result['nested_auc'].items()})}")
 
@@ -219,10 +238,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="artifacts/bench-ensemble")
     parser.add_argument("--runs", help="Instead of training: score these run folders (comma-separated) on --test-data.")
     parser.add_argument("--test-data", help="A make-demo-data folder whose test set scores --runs.")
+    parser.add_argument("--swing", help="Only print the validation-AUC swing of these run folders (comma-separated).")
     parser.add_argument("--json", help="Also write every figure to this JSON file.")
     args = parser.parse_args(argv)
 
-    if args.runs:
+    if args.swing:
+        results = []
+        for run in map(Path, args.swing.split(",")):
+            backbones = [p.name for p in sorted((run / "models").iterdir())]
+            results.append({"run": str(run), "swing": swing(run, backbones, args.swing_epochs)})
+            print(f"{run}: last {args.swing_epochs} epochs: {_swing_line(results[-1]['swing'])}")
+    elif args.runs:
         if not args.test_data:
             parser.error("--runs needs --test-data")
         results = score_runs(args)
@@ -230,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n{result['run']}")
             for name, entry in result["test"].items():
                 print(f"  {name:12s} test {_fmt(entry)}   OOF {result['oof_auc'][name]:.4f}")
-            print(f"  val-AUC swing: {json.dumps({k: round(v, 4) for k, v in result['swing'].items()})}")
+            print(f"  val-AUC swing over the last {args.swing_epochs} epochs: {_swing_line(result['swing'])}")
     else:
         base = load_config(args.config)
         results = []

@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "recalibrate": "tbensemble.cli.recalibrate",
     "monitor": "tbensemble.cli.monitor",
     "serve": "tbensemble.cli.serve",
+    "optimize": "tbensemble.cli.optimize",
 }
 """Command name -> module; each module defines ``command``, a ``click.Command``."""
 EXIT_INTERRUPTED = 130

@@ -25,8 +25,9 @@ def command(artifacts: str, decision_files: tuple[str, ...], output_format: str)
 
     The statistic is the population stability index (PSI) over the reference's 10 score deciles
     (out-of-fold scores, or the site's own after 'tbens recalibrate'): PSI above 0.2 alerts (the usual
-    convention: below 0.1 stable, 0.1-0.2 moderate shift). A refer rate above 10% alerts too. Decision
-    files written under another manifest are refused unless its scores share this manifest's scale.
+    convention: below 0.1 stable, 0.1-0.2 moderate shift). A refer rate above 10% alerts too. Rows
+    written under another manifest are noted on stderr: their scores share this scale only when the
+    models are the same (a recalibrated copy).
 
     \b
     Example:

@@ -27,6 +27,13 @@ DEFAULT_DECISIONS = "decisions.csv"
 @click.option("--out", default="submission.csv", show_default=True, type=click.Path(dir_okay=False))
 @click.option("--tta", default=None, help="Comma-separated views; default: the manifest's (as chosen in training).")
 @click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True)
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32"]),
+    default="auto",
+    show_default=True,
+    help="auto: each model's faster variant chosen by 'tbens optimize' where it runs here; fp32: the exported models.",
+)
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
 @click.option(
     "--skip-bad", is_flag=True, help="Score the images that decode; list the others in <out stem>.skipped.csv."
@@ -74,12 +81,29 @@ DEFAULT_DECISIONS = "decisions.csv"
     default=None,
     help="Refuse images declaring more pixels (all frames); default 50000000.",
 )
+@click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="local",
+    default=None,
+    metavar="[ADDRESS]",
+    help="Score on Ray: an actor pool of ensembles fed by Ray Data, on the cluster at ADDRESS (e.g. auto, "
+    "HOST:6379) or on a local Ray instance when no address is given. Same rows as without. Needs the ray extra.",
+)
+@click.option(
+    "--ray-actors",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Ensemble actors with --ray (default: one per GPU of the cluster, else one per CPU).",
+)
 def command(
     artifacts: str,
     inputs: tuple[str, ...],
     out: str,
     tta: str | None,
     device: str,
+    precision: str,
     batch_size: int,
     skip_bad: bool,
     sample_submission: str | None,
@@ -88,6 +112,8 @@ def command(
     operating_point: str | None,
     output_format: str,
     max_pixels: int | None,
+    ray_address: str | None,
+    ray_actors: int | None,
 ) -> None:
     """Score chest X-rays with the exported ensemble and write image_id,label.
 
@@ -103,8 +129,14 @@ def command(
       tbens predict --artifacts artifacts/quickstart --images data/demo/test --out submission.csv
       tbens predict --artifacts artifacts/quickstart --images scan1.dcm --images scan2.png --decisions d.csv
       tbens predict --artifacts artifacts/quickstart --images scan1.dcm --format json
+      tbens predict --artifacts /shared/lb --images /archive/cxr --out /shared/scores.csv --ray auto
     """
     from pathlib import Path
+
+    if ray_address is not None:
+        from tbensemble.distributed.cluster import require_ray
+
+        require_ray()
 
     from tbensemble.core.decisions import who_warning
     from tbensemble.core.errors import TbensError
@@ -130,7 +162,7 @@ def command(
         predict.check_submission_paths(out, images, artifacts, sample)
         if target is not None:
             predict.check_decisions_path(target, images, artifacts)
-    ensemble = Ensemble.load(artifacts, device=device, tta=views)
+    ensemble = Ensemble.load(artifacts, device=device, tta=views, precision=precision)
     points = ensemble.manifest.ensemble.operating_points
     chosen = operating_point or ensemble.manifest.ensemble.default_operating_point
     if chosen not in points:
@@ -138,14 +170,27 @@ def command(
     warning = who_warning({"name": chosen, **points[chosen]})
     if warning:
         click.echo(warning, err=True)
-    prediction = predict.predict_images(
-        ensemble,
-        images,
-        batch_size=batch_size,
-        skip_bad=skip_bad,
-        decide=files_only or target is not None or as_json or len(images) <= predict.FEW_IMAGES,
-        operating_point=operating_point,
-    )
+    decide = files_only or target is not None or as_json or len(images) <= predict.FEW_IMAGES
+    if ray_address is not None:
+        from tbensemble.distributed.scoring import predict_images_ray
+
+        prediction = predict_images_ray(
+            ensemble,
+            artifacts,
+            images,
+            None if ray_address == "local" else ray_address,
+            device,
+            batch_size=batch_size,
+            skip_bad=skip_bad,
+            actors=ray_actors,
+            max_pixels=max_pixels,
+            decide=decide,
+            operating_point=operating_point,
+        )
+    else:
+        prediction = predict.predict_images(
+            ensemble, images, batch_size=batch_size, skip_bad=skip_bad, decide=decide, operating_point=operating_point
+        )
     written = []
     if not files_only:
         historical = ensemble.historical(prediction.scores)

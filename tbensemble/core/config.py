@@ -52,6 +52,9 @@ class TrainConfig:
     ema_momentum: float = 0.99
     """Exponential moving average of the weights per step (0: off). Validation and the saved model use it."""
     mixed_precision: str = "auto"
+    run_eagerly: bool = False
+    """Skip tracing the training graph: only for tiny smoke runs, where tracing a large backbone (about a
+    minute for DenseNet201 on 2 CPU cores) costs more than its few steps."""
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     tta: list[str] = field(default_factory=lambda: ["identity", "crop90"])
     ensemble_weights: dict[str, float] = field(default_factory=dict)

@@ -36,6 +36,8 @@ MAX_MANIFEST_BYTES = 16 << 20
 16 MB holds over 100 models; a larger file is refused before it is parsed."""
 MAX_MODEL_BYTES = (2 << 30) - 1
 """Protobuf cannot serialise 2 GB; a larger ``.onnx`` must keep tensors outside, which is refused anyway."""
+VARIANT_RUNTIMES = ("onnxruntime", "openvino")
+VARIANT_PRECISIONS = ("fp32", "bf16", "int8")
 OUTPUT_ROLES = ("probability", "logit", "features")
 """The outputs the engine runs: ``probability`` to score, ``features`` with the head for CAM heatmaps."""
 
@@ -73,6 +75,33 @@ class InputSpec:
 
 
 @dataclass
+class VariantEntry:
+    """A faster form of one fold model (another runtime or precision) built by ``tbens optimize``, with the
+    accuracy gate it was put through against the fp32 model on that model's held-out images."""
+
+    name: str
+    """e.g. ``openvino-bf16``, ``ort-int8-qoperator``."""
+    runtime: str = field(metadata=_spec(choices=VARIANT_RUNTIMES))
+    file: str
+    """Relative to the manifest's folder: an ``.onnx`` (an OpenVINO variant may read the fp32 file itself)
+    or an OpenVINO IR ``.xml``."""
+    sha256: str = field(metadata=_spec(pattern=r"[0-9a-f]{64}"))
+    precision: str = field(metadata=_spec(choices=VARIANT_PRECISIONS))
+    """The OpenVINO inference precision hint, or the quantised weights."""
+    requires: list[str]
+    """CPU capabilities (OpenVINO ``OPTIMIZATION_CAPABILITIES`` names) it needs; else the engine runs fp32."""
+    images_per_s: float = field(metadata=_spec(low=0.0))
+    speedup: float = field(metadata=_spec(low=0.0))
+    """Against the fp32 model, measured in the same interleaved run by ``tbens optimize``."""
+    gate: dict[str, Any]
+    """``core.gate.GateResult`` figures (``passed``, ``spearman``, ``delta_auc``, ``flipped_fraction``, ...)."""
+    oof_scores_sorted: list[float] = field(metadata=_spec(low=0.0, high=1.0, sorted_values=True, non_empty=True))
+    """The variant's own scores on the held-out images: its historical-rank reference."""
+    extra_files: dict[str, str] = field(default_factory=dict)
+    """Further files the variant reads, relative path -> sha256 (an OpenVINO IR's ``.bin`` beside its ``.xml``)."""
+
+
+@dataclass
 class ModelEntry:
     """One exported fold model, with the facts needed to trust it and to put its scores on a shared scale."""
 
@@ -96,6 +125,15 @@ class ModelEntry:
     head_bias: float
     weight: float = field(default=1.0, metadata=_spec(low=0.0))
     """This model's weight in the rank average (a backbone's weight shared among its folds)."""
+    variants: list[VariantEntry] = field(default_factory=list)
+    default_variant: str = "fp32"
+    """The variant the engine runs under ``--precision auto``: ``fp32`` or one of ``variants``."""
+
+    def variant(self, name: str) -> VariantEntry:
+        for v in self.variants:
+            if v.name == name:
+                return v
+        raise ArtifactError(f"model {self.name}: default variant {name!r} is not among its variants")
 
 
 @dataclass
@@ -341,6 +379,7 @@ def _check_manifest(manifest: Manifest) -> None:
         if low >= high:
             raise _Invalid(f"{where}.input.value_range", f"{entry.input.value_range} is not [low, high]")
         _check_model_file(entry.file, f"{where}.file")
+        _check_variants(entry, where)
     ensemble = manifest.ensemble
     for name, point in ensemble.operating_points.items():
         _number(point.get("threshold"), f"ensemble.operating_points.{_key(name)}.threshold", {}, integer=False)
@@ -354,13 +393,31 @@ def _check_manifest(manifest: Manifest) -> None:
     _check_decision_fields(ensemble, manifest.models)
 
 
-def _check_model_file(file: str, where: str) -> None:
-    """A model path written the way export writes it: relative, forward slashes, no ``..``, ending .onnx."""
+def _check_model_file(file: str, where: str, suffixes: tuple[str, ...] = (".onnx",)) -> None:
+    """A model path written the way export writes it: relative, forward slashes, no ``..``, ending .onnx
+    (or, for a variant, another suffix its runtime reads)."""
     parts = PurePosixPath(file).parts
     if PurePosixPath(file).is_absolute() or "\\" in file or ".." in parts or file.startswith("~"):
         raise _Invalid(where, f"{_shown(file)} is not a relative path inside the artifacts folder")
-    if not file.endswith(".onnx"):
-        raise _Invalid(where, f"{_shown(file)} is not an .onnx file")
+    if not file.endswith(suffixes):
+        kind = "an .onnx" if suffixes == (".onnx",) else "a " + " or ".join(suffixes)
+        raise _Invalid(where, f"{_shown(file)} is not {kind} file")
+
+
+def _check_variants(entry: ModelEntry, where: str) -> None:
+    """Unique variant names, files where the engine may read them, a default that exists."""
+    names = [v.name for v in entry.variants]
+    if "fp32" in names or len(set(names)) != len(names):
+        raise _Invalid(f"{where}.variants", "variant names must be unique and not 'fp32'")
+    for j, variant in enumerate(entry.variants):
+        _check_model_file(variant.file, f"{where}.variants[{j}].file", (".onnx", ".xml"))
+        for extra in variant.extra_files:
+            _check_model_file(extra, f"{where}.variants[{j}].extra_files", (".bin",))
+            _scalar(variant.extra_files[extra], str, f"{where}.variants[{j}].extra_files", {"pattern": r"[0-9a-f]{64}"})
+    if entry.default_variant != "fp32" and entry.default_variant not in names:
+        raise _Invalid(
+            f"{where}.default_variant", f"{_shown(entry.default_variant)} is not fp32 or one of its variants"
+        )
 
 
 def _version_problem(data: dict[str, Any], path: Path) -> str | None:
@@ -428,13 +485,21 @@ def read_model(manifest: Manifest, entry: ModelEntry) -> bytes:
     The engine loads these very bytes, so the file checked is the file run. Nothing about a file outside
     the folder is ever shown (no hash, not even whether it exists).
     """
-    label = manifest.root / MANIFEST_NAME
     where = f"models[{manifest.models.index(entry)}].file {_shown(entry.file)}"
+    return read_artifact(manifest, entry.file, entry.sha256, where)
+
+
+def read_artifact(
+    manifest: Manifest, file: str, sha256: str, where: str, suffixes: tuple[str, ...] = (".onnx",)
+) -> bytes:
+    """The bytes of a file the manifest names (a model or a variant's), checked as ``read_model`` says;
+    the external-tensor check applies to ``.onnx`` files."""
+    label = manifest.root / MANIFEST_NAME
     try:
-        _check_model_file(entry.file, where)
+        _check_model_file(file, where, suffixes)
     except _Invalid as exc:
         raise ArtifactError(f"{label}: {exc}") from None
-    model_path = manifest.model_path(entry)
+    model_path = manifest.root / file
     root = manifest.root.resolve()
     resolved = model_path.resolve()
     if not _is_inside(resolved, root):
@@ -456,11 +521,11 @@ def read_model(manifest: Manifest, entry: ModelEntry) -> bytes:
             )
         data = handle.read()
     actual = hashlib.sha256(data).hexdigest()
-    if actual != entry.sha256:
+    if actual != sha256:
         raise ArtifactError(
-            f"{model_path}: sha256 {actual[:12]}… does not match the manifest's {entry.sha256[:12]}… (file changed or tampered)"
+            f"{model_path}: sha256 {actual[:12]}… does not match the manifest's {sha256[:12]}… (file changed or tampered)"
         )
-    external = external_tensors(data, str(model_path))
+    external = external_tensors(data, str(model_path)) if file.endswith(".onnx") else []
     if external:
         raise ArtifactError(
             f"{model_path}: stores {len(external)} tensor(s) in external data files (e.g. {external[0]!r}), "

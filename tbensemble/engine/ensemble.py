@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
@@ -22,8 +22,7 @@ from tbensemble.core.errors import TbensError
 from tbensemble.core.manifest import Manifest, load_manifest, read_model
 from tbensemble.core.metrics import historical_rank, rank_average, weighted_rank_average
 from tbensemble.data.views import apply_views
-from tbensemble.engine.session import make_session
-from tbensemble.engine.signature import check_signature
+from tbensemble.engine.variants import open_model, reference_for
 
 log = logging.getLogger(__name__)
 
@@ -49,22 +48,28 @@ class Ensemble:
     providers: dict[str, str]
     tta: list[str]
     image_size: int
+    variants: dict[str, str] = field(default_factory=dict)
+    """Model name -> the variant running it (``fp32`` or a name from ``tbens optimize``)."""
 
     @classmethod
     def load(
-        cls, artifacts_dir: str | os.PathLike[str], device: str = "auto", tta: list[str] | None = None
+        cls,
+        artifacts_dir: str | os.PathLike[str],
+        device: str = "auto",
+        tta: list[str] | None = None,
+        precision: str = "auto",
     ) -> Ensemble:
         """Read and check the manifest, refuse outside, missing or tampered model files, open one session
-        per model from the very bytes that were hashed, and check each session against its entry."""
+        per model from the very bytes that were hashed (the chosen faster variant under ``precision=auto``
+        where it can run here), and check each session against its entry."""
         manifest = load_manifest(artifacts_dir)
         views = check_tta(tta, manifest) if tta else list(manifest.ensemble.tta)
-        sessions, providers = {}, {}
+        sessions, providers, variants = {}, {}, {}
         for entry in manifest.models:
-            path = manifest.model_path(entry)
-            session, providers[entry.name] = make_session(path, device, model=read_model(manifest, entry))
-            check_signature(session, entry, str(path))
-            sessions[entry.name] = session
-        return cls(manifest, sessions, providers, views, manifest.image_size)
+            sessions[entry.name], providers[entry.name], variants[entry.name] = open_model(
+                manifest, entry, read_model(manifest, entry), device, precision
+            )
+        return cls(manifest, sessions, providers, views, manifest.image_size, variants)
 
     @cached_property
     def weights(self) -> dict[str, float]:
@@ -72,8 +77,9 @@ class Ensemble:
 
     @cached_property
     def references(self) -> dict[str, np.ndarray]:
-        """Each model's sorted OOF scores as arrays, built once rather than on every scored batch."""
-        return {m.name: np.asarray(m.oof_scores_sorted) for m in self.manifest.models}
+        """Each model's sorted OOF scores as arrays (the running variant's own), built once rather than on
+        every scored batch."""
+        return {m.name: np.asarray(reference_for(m, self.variants.get(m.name, "fp32"))) for m in self.manifest.models}
 
     def score(self, images: np.ndarray) -> dict[str, np.ndarray]:
         """Per model, the mean probability over TTA views of uint8 images (N, S, S); one session call each."""

@@ -116,7 +116,7 @@ def predict_images(
     kept: list[str] = []
     chunks: dict[str, list[np.ndarray]] = {m.name: [] for m in ensemble.manifest.models}
     decided: list[pd.DataFrame] = []
-    bad: list[tuple[int, DataError]] = []
+    bad: list[tuple[int, DataError | str]] = []
     position = 0
     with tqdm(total=len(paths), unit="img", desc="predict", disable=None if progress is None else not progress) as bar:
         for batch in decoded_batches(paths, ensemble.image_size, batch_size, workers):
@@ -138,6 +138,22 @@ def predict_images(
             for name, scores in scores_of_batch.items():
                 chunks[name].append(scores)
             kept += [ids[i] for i, _ in good]
+    return finish_prediction(ids, paths, kept, chunks, bad, skip_bad, decided if decide else None)
+
+
+def finish_prediction(
+    ids: list[str],
+    paths: list[str],
+    kept: list[str],
+    chunks: dict[str, list[np.ndarray]],
+    bad: list[tuple[int, DataError | str]],
+    skip_bad: bool,
+    decided: list[pd.DataFrame] | None = None,
+) -> Prediction:
+    """The ``Prediction`` of one scoring pass over ``ids``/``paths``, whoever scored it (this process, or
+    Ray actors): bad files (position, error) fail the run unless ``skip_bad``; skipped ones are logged
+    and listed. ``kept`` are the scored ids in order, ``chunks`` their per-model scores and ``decided``
+    their decision rows, in pieces (None: not decided)."""
     if bad and not skip_bad:
         raise DataError(
             f"{bad[0][1]}; {len(bad)} of {len(paths)} images cannot be decoded (--skip-bad scores the rest)"
@@ -153,7 +169,7 @@ def predict_images(
         skipped=[
             {"image_id": shown_path(ids[i]), "path": shown_path(paths[i]), "reason": str(error)} for i, error in bad
         ],
-        decisions=pd.concat(decided, ignore_index=True) if decide else None,
+        decisions=pd.concat(decided, ignore_index=True) if decided is not None else None,
     )
 
 

@@ -15,11 +15,15 @@ log = logging.getLogger("tbensemble.train")
 
 
 def save_model(model: keras.Model, path: str | os.PathLike[str]) -> None:
-    """Save as a temp file then a rename, so an interrupted run never leaves a half-written ``model.keras``."""
+    """Save the model without its optimizer state (Adam's moments and the weight average would make the file
+    four times the weights; an interrupted fold is retrained, never resumed), as a temp file then a rename,
+    so an interrupted run never leaves a half-written ``model.keras``."""
     path = Path(path)
+    twin = keras.Model.from_config(model.get_config())
+    twin.set_weights(model.get_weights())
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.keras")
     try:
-        model.save(tmp)
+        twin.save(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

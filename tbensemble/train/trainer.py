@@ -14,7 +14,7 @@ import math
 import sys
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -159,6 +159,7 @@ def _compile(model: keras.Model, config: TrainConfig, learning_rate: float, step
         optimizer=keras.optimizers.Adam(rate, use_ema=ema, ema_momentum=config.ema_momentum if ema else 0.99),
         loss="binary_crossentropy",
         metrics=[keras.metrics.AUC(name="auc")],
+        run_eagerly=config.run_eagerly,
     )
 
 
@@ -274,6 +275,25 @@ def _train_job(config: TrainConfig, job: Job, table: pd.DataFrame, run: Path, cl
     return done
 
 
+def train_job(config: TrainConfig, job: Job, table: pd.DataFrame, run: Path, clock: RunClock) -> dict:
+    """Train one backbone × fold into ``run`` (done.json last), with mixed precision as this machine's GPUs
+    allow: the per-fold entry point for workers that train away from the driver (tbensemble.distributed)."""
+    return _train_job(config, job, table, run, clock, _mixed_precision(config.mixed_precision))
+
+
+JobRunner = Callable[[TrainConfig, list[Job], pd.DataFrame, Path, RunClock], Iterator[dict]]
+"""Trains the given jobs into the run folder and yields each one's done.json record as it finishes."""
+
+
+def _serial_jobs(
+    config: TrainConfig, todo: list[Job], table: pd.DataFrame, run: Path, clock: RunClock, mixed: bool
+) -> Iterator[dict]:
+    for job in todo:
+        done = _train_job(config, job, table, run, clock, mixed)
+        clock.jobs_done += 1
+        yield done
+
+
 def _history_frame(histories: list[tuple[str, dict]], seconds: dict[int, float]) -> pd.DataFrame:
     rows, epoch = [], 0
     for phase, history in histories:
@@ -355,13 +375,15 @@ def train_folds(
     backbones: Sequence[str] | None = None,
     folds: Sequence[int] | None = None,
     force: bool = False,
+    runner: JobRunner | None = None,
 ) -> dict:
     """Train the chosen backbones × folds of ``config`` (all by default) into ``config.out``, skipping
     finished ones unless ``force``; then assemble oof.csv + metrics.json. Returns a summary with
-    ``trained``, ``skipped`` and ``metrics``."""
+    ``trained``, ``skipped`` and ``metrics``. ``runner`` trains the jobs elsewhere (e.g. on Ray workers,
+    each deciding mixed precision itself); by default they run here, one after the other."""
     jobs = _select(config, backbones, folds)
     check_weights(sorted({job.backbone for job in jobs}), config.weights)
-    mixed = _mixed_precision(config.mixed_precision)
+    mixed = runner is None and _mixed_precision(config.mixed_precision)
     frame = validate_training_set(config.data)
     run = Path(config.out)
     run.mkdir(parents=True, exist_ok=True)
@@ -382,13 +404,14 @@ def train_folds(
     )
     clock = RunClock(len(todo))
     trained = []
-    for job in todo:
-        done = _train_job(config, job, table, run, clock, mixed)
-        clock.jobs_done += 1
+    jobs_run = (
+        runner(config, todo, table, run, clock) if runner else _serial_jobs(config, todo, table, run, clock, mixed)
+    )
+    for done in jobs_run:
         log.info(
             "%s fold%d: val AUC %.4f (TTA %s), %d epochs, %.0fs",
-            job.backbone,
-            job.fold,
+            done["backbone"],
+            done["fold"],
             done["val_auc"],
             "+".join(config.tta),
             done["epochs"],

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
+import zipfile
 
+import h5py
 import keras
 import numpy as np
 import pandas as pd
@@ -84,6 +87,11 @@ def test_split_run_assembles_oof_then_resume_trains_nothing_and_force_retrains(d
     np.testing.assert_allclose(scores, val["tinycnn"].to_numpy(), atol=1e-6)
     identity = predict_tta(model, load_images(paths, 32), ["identity"], batch_size=16)
     np.testing.assert_allclose(identity, val["tinycnn@identity"].to_numpy(), atol=1e-6)
+
+    # The model file holds the weights only: no Adam moments, no second copy for the weight average.
+    with zipfile.ZipFile(fold_dir(run, "tinycnn", 0) / "model.keras") as archive:
+        weights = h5py.File(io.BytesIO(archive.read("model.weights.h5")))
+        assert "optimizer" not in weights
 
     before = mtimes(run)
 

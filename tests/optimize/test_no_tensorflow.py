@@ -1,0 +1,20 @@
+import subprocess
+import sys
+
+
+def test_optimize_imports_neither_tensorflow_nor_openvino_until_asked():
+    """optimize never imports TensorFlow; the engine's variant hook loads OpenVINO only for an OpenVINO variant."""
+    code = (
+        "import sys\n"
+        "import tbensemble.optimize.run, tbensemble.optimize.candidates, tbensemble.optimize.quantize\n"
+        "import tbensemble.engine.variants, tbensemble.cli.optimize\n"
+        "from tbensemble.cli import cli\n"
+        "cli.get_command(None, 'optimize')\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'tf2onnx', 'openvino'))\n"
+        "assert not heavy, heavy\n"
+        "assert 'tbensemble.train' not in sys.modules and 'tbensemble.export' not in sys.modules\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
