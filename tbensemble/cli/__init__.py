@@ -23,6 +23,9 @@ COMMANDS: dict[str, str] = {
     "evaluate": "tbensemble.cli.evaluate",
     "explain": "tbensemble.cli.explain",
     "demo": "tbensemble.cli.demo",
+    "recalibrate": "tbensemble.cli.recalibrate",
+    "monitor": "tbensemble.cli.monitor",
+    "serve": "tbensemble.cli.serve",
     "optimize": "tbensemble.cli.optimize",
 }
 """Command name -> module; each module defines ``command``, a ``click.Command``."""

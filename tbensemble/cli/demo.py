@@ -103,7 +103,9 @@ def command(data: str, out: str, config_path: str, device: str, force: bool) -> 
         oof_auc = summary["metrics"]["backbones"][backbone]["oof_auc"]
         rows.append((backbone, f"{oof_auc:.4f}", f"{auc(labels, rank_average(columns)):.4f}"))
     submitted = pd.read_csv(submission).set_index("image_id").iloc[:, 0].loc[prediction.image_ids].to_numpy()
-    oof_ensemble_auc = summary["metrics"]["ensemble"]["oof_auc"]
+    # With weights fitted on OOF, only the nested cross-validated AUC is an honest OOF figure.
+    ensemble_metrics = summary["metrics"]["ensemble"]
+    oof_ensemble_auc = ensemble_metrics.get("nested_auc") or ensemble_metrics["oof_auc"]
     rows.append(("ensemble (submission)", f"{oof_ensemble_auc:.4f}", f"{auc(labels, np.asarray(submitted)):.4f}"))
     click.echo(f"\nROC AUC, TTA views {', '.join(ensemble.tta)}; test truth from {data_dir / '_truth'}")
     click.echo(_test_auc_table(rows))

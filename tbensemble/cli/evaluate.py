@@ -8,6 +8,11 @@ import click
 @click.command(name="evaluate")
 @click.argument("run", required=False, type=click.Path(file_okay=False, path_type=str))
 @click.option("--submission", type=click.Path(dir_okay=False, path_type=str), help="A submission CSV (image_id,label).")
+@click.option(
+    "--decisions",
+    type=click.Path(dir_okay=False, path_type=str),
+    help="A decisions CSV ('tbens predict --decisions'): refer rates, AUC on decided images, sensitivity with refer as flagged.",
+)
 @click.option("--truth", type=click.Path(dir_okay=False, path_type=str), help="Truth CSV (image_id,label 0/1).")
 @click.option(
     "--artifacts",
@@ -22,6 +27,7 @@ import click
 def command(
     run: str | None,
     submission: str | None,
+    decisions: str | None,
     truth: str | None,
     artifacts: str | None,
     out: str | None,
@@ -34,12 +40,19 @@ def command(
     Examples:
       tbens evaluate artifacts/quickstart
       tbens evaluate --submission submission.csv --truth data/demo/_truth/test_labels.csv --out report-test
+      tbens evaluate --decisions decisions.csv --truth data/demo/_truth/test_labels.csv --out report-decisions
     """
     from tbensemble.report.build import write_run_report, write_submission_report
 
-    if (run is None) == (submission is None):
-        raise click.UsageError("give either RUN or --submission with --truth")
-    if submission is not None:
+    if (run is not None) + (submission is not None) + (decisions is not None) != 1:
+        raise click.UsageError("give either RUN or --submission with --truth (or --decisions with --truth)")
+    if decisions is not None:
+        if truth is None:
+            raise click.UsageError("--decisions needs --truth")
+        from tbensemble.report.build import write_decisions_report
+
+        report = write_decisions_report(decisions, truth, out or "report")
+    elif submission is not None:
         if truth is None:
             raise click.UsageError("--submission needs --truth")
         report = write_submission_report(submission, truth, out or "report", artifacts, n_bootstrap, seed)

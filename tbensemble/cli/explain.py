@@ -45,11 +45,11 @@ def command(artifacts: str, images: tuple[str, ...], out: str, device: str, max_
     Example:
       tbens explain --artifacts artifacts/quickstart data/demo/test/test1.png scan.dcm --out explain/
     """
-    import numpy as np
 
     from tbensemble.core import atomic
     from tbensemble.data.decode import decode_gray, load_image, set_max_pixels
     from tbensemble.engine.cam import ensemble_heatmaps, resize_maps
+    from tbensemble.engine.decisions import decide_paths
     from tbensemble.engine.ensemble import Ensemble
     from tbensemble.report.overlay import write_overlay
 
@@ -70,15 +70,14 @@ def command(artifacts: str, images: tuple[str, ...], out: str, device: str, max_
         except DataError as exc:
             failures.append(str(exc))
             continue
-        score = float(ensemble.historical(ensemble.score(batch))[0])
-        calibrated = ensemble.calibrate(np.array([score]))
-        tb = bool(ensemble.decide(np.array([score]))[0])
+        row = decide_paths(ensemble, batch, [path.name], [path]).decisions.iloc[0]
+        score = float(row["score"])
+        calibrated = None if row["probability"] != row["probability"] else [float(row["probability"])]
         heatmap = resize_maps(ensemble_heatmaps(ensemble, batch), *gray.shape)[0]
         probability = "" if calibrated is None else f" · p(TB) {calibrated[0]:.2f}"
-        decision = "TB" if tb else "normal"
-        title = (
-            f"{path.name}: score {score:.3f}{probability} · {decision} at {point['name']} (≥ {point['threshold']:.3f})"
-        )
+        decision = {"tb": "TB", "normal": "normal"}.get(row["decision"], "refer")
+        shown = decision if decision != "refer" else f"refer ({row['reasons']})"
+        title = f"{path.name}: score {score:.3f}{probability} · {shown} at {point['name']} (≥ {point['threshold']:.3f})"
         caption = (
             f"Score: historical-rank scale of {len(ensemble.manifest.models)} model(s), TTA {','.join(ensemble.tta)}. "
             "Heatmap: where the models' evidence for TB lies (CAM); not a diagnosis."
@@ -90,10 +89,11 @@ def command(artifacts: str, images: tuple[str, ...], out: str, device: str, max_
                 "score": score,
                 "probability": None if calibrated is None else float(calibrated[0]),
                 "decision": decision,
+                "reasons": row["reasons"],
                 "overlay": str(target),
             }
         )
-        click.echo(f"{path.name}: score {score:.4f}{probability} {decision} -> {target}")
+        click.echo(f"{path.name}: score {score:.4f}{probability} {shown} -> {target}")
     if rows:
         import pandas as pd
 

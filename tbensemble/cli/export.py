@@ -44,6 +44,7 @@ def command(run: str, opset: int, parity_images: int, calibration: str, in_proce
     require_training_stack("tbens export")
     from tbensemble.core.manifest import load_manifest
     from tbensemble.export.onnx_export import export_run
+    from tbensemble.report.decisions import decision_summary
 
     path = export_run(
         run,
@@ -64,3 +65,5 @@ def command(run: str, opset: int, parity_images: int, calibration: str, in_proce
         f"{manifest.ensemble.default_operating_point} at {point['threshold']:.4f} "
         f"(sensitivity {point['sensitivity']:.3f}, specificity {point['specificity']:.3f})"
     )
+    for line in decision_summary(manifest):
+        click.echo(line, err=line.startswith("WARNING"))

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from tbensemble.data.phantoms import DEFAULT_SITE, SITES
+
 
 @click.command("make-demo-data")
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
@@ -27,6 +29,15 @@ import click
     help="Share of TB images in each split.",
 )
 @click.option(
+    "--site",
+    type=click.Choice(list(SITES)),
+    default=DEFAULT_SITE,
+    show_default=True,
+    help="The hospital whose detector images the phantoms (same patients, lesions and prevalence): "
+    + "; ".join(f"{name}: {site.description}" for name, site in SITES.items())
+    + ".",
+)
+@click.option(
     "--force",
     is_flag=True,
     help="Write into a non-empty folder that is not a demo dataset (its train/, test/ and _truth/ are replaced).",
@@ -39,6 +50,7 @@ def command(
     size: int,
     difficulty: float | None,
     positive_rate: float,
+    site: str,
     force: bool,
 ) -> None:
     """Write TB / normal chest phantoms to OUT_DIR: train/, test/, train_labels.csv, sample_submission.csv.
@@ -50,6 +62,7 @@ def command(
     Example:
       tbens make-demo-data data/demo
       tbens make-demo-data data/hard --difficulty 0.8 --n-train 1000 --seed 3
+      tbens make-demo-data data/site-b --site hospital-b --n-train 300 --n-test 1000 --seed 7
     """
     from tbensemble.data.phantoms import DEFAULT_DIFFICULTY, write_demo_dataset
 
@@ -61,10 +74,11 @@ def command(
         size=size,
         difficulty=DEFAULT_DIFFICULTY if difficulty is None else difficulty,
         positive_rate=positive_rate,
+        site=site,
         force=force,
     )
     click.echo(
         f"wrote {summary['n_train']} train ({summary['train_positives']} TB) and {summary['n_test']} test "
-        f"({summary['test_positives']} TB) phantoms, {size} px, difficulty {summary['difficulty']}, "
+        f"({summary['test_positives']} TB) phantoms of {site}, {size} px, difficulty {summary['difficulty']}, "
         f"seed {seed} to {out_dir} in {summary['seconds']} s"
     )

@@ -68,6 +68,16 @@ def auc_table(metrics: dict) -> str:
 @click.option("--epochs", type=click.IntRange(min=1), help="Overrides 'epochs'.")
 @click.option("--image-size", type=click.IntRange(min=32), help="Overrides 'image_size'.")
 @click.option("--weights", help="Overrides 'weights': imagenet, none, or a weights file/folder.")
+@click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="local",
+    default=None,
+    metavar="[ADDRESS]",
+    help="Train the jobs as Ray tasks, one GPU each (one CPU where the cluster has no GPU), on the cluster at "
+    "ADDRESS (e.g. auto, HOST:6379) or on a local Ray instance when no address is given. Needs the ray extra.",
+)
 def command(
     config_path: str,
     data: str | None,
@@ -78,6 +88,7 @@ def command(
     epochs: int | None,
     image_size: int | None,
     weights: str | None,
+    ray_address: str | None,
 ) -> None:
     """Train every backbone × fold of a config, write OOF scores, and print an AUC table.
 
@@ -89,10 +100,20 @@ def command(
     Examples:
       tbens train-folds --config configs/quickstart.yaml
       tbens train-folds --config configs/leaderboard.yaml --data data/tb --out artifacts/lb --backbones resnet50 --folds 0,1
+      tbens train-folds --config configs/leaderboard.yaml --out artifacts/lb --ray auto
     """
     from tbensemble.core.optional import require_training_stack
 
+    runner = None
+    if ray_address is not None:
+        from tbensemble.distributed.cluster import require_ray
+
+        require_ray()
     require_training_stack("tbens train-folds")
+    if ray_address is not None:
+        from tbensemble.distributed.folds import ray_runner
+
+        runner = ray_runner(None if ray_address == "local" else ray_address)
     from tbensemble.core.config import load_config
     from tbensemble.train.trainer import train_folds
 
@@ -103,7 +124,7 @@ def command(
     config = load_config(config_path, overrides)
     if no_weights:
         config = dataclasses.replace(config, weights=None)
-    summary = train_folds(config, backbones=backbones, folds=fold_list, force=force)
+    summary = train_folds(config, backbones=backbones, folds=fold_list, force=force, runner=runner)
     metrics = summary["metrics"]
     click.echo(
         f"\n{summary['run']}: trained {len(summary['trained'])}, skipped {len(summary['skipped'])} "
@@ -111,5 +132,10 @@ def command(
     )
     click.echo(auc_table(metrics))
     click.echo("OOF: each fold model's scores ranked within its fold (the ensemble's scale); pooled: raw probabilities")
+    ensemble = metrics.get("ensemble")
+    if ensemble and len(ensemble["weights"]) > 1:
+        weights = ", ".join(f"{b} {w:.2f}" for b, w in ensemble["weights"].items())
+        nested = "" if ensemble.get("nested_auc") is None else f", nested-CV AUC {ensemble['nested_auc']:.4f}"
+        click.echo(f"ensemble weights: {ensemble['weighting']} ({weights}{nested}); every method in metrics.json")
     if metrics["missing"]:
         click.echo(f"not yet trained: {', '.join(metrics['missing'])}")

@@ -31,8 +31,9 @@ from tbensemble.core.onnx_scan import external_tensors
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
-MAX_MANIFEST_BYTES = 64 << 20
-"""A manifest is a few MB at most (OOF references of up to 2001 points per model); more is not one."""
+MAX_MANIFEST_BYTES = 16 << 20
+"""A manifest takes about 120 KB per model (2001 OOF reference points, up to 2048 head weights, indented JSON):
+16 MB holds over 100 models; a larger file is refused before it is parsed."""
 MAX_MODEL_BYTES = (2 << 30) - 1
 """Protobuf cannot serialise 2 GB; a larger ``.onnx`` must keep tensors outside, which is refused anyway."""
 VARIANT_RUNTIMES = ("onnxruntime", "openvino")
@@ -146,6 +147,16 @@ class EnsembleEntry:
     oof_auc: float = field(metadata=_spec(low=0.0, high=1.0))
     calibration: dict[str, Any] | None = None
     """Optional map from the ensemble scale to a probability, fitted on OOF (``method`` + parameters)."""
+    refer: dict[str, Any] | None = None
+    """When not to decide (``core.decisions``): the backbone-disagreement threshold and per-model feature
+    references with their distance threshold, read from OOF; absent in older manifests (rules off)."""
+    drift: dict[str, Any] | None = None
+    """The OOF score distribution (bin edges and shares) that ``tbens monitor`` compares batches with."""
+    site: dict[str, Any] | None = None
+    """Set by ``tbens recalibrate``: the site data the operating points and calibration were re-chosen on."""
+    weighting: dict[str, Any] | None = None
+    """How the backbone weights were chosen (``core.weighting``): ``method``, ``weights`` per backbone and
+    each method's nested cross-validated AUC."""
 
 
 @dataclass
@@ -318,6 +329,35 @@ def _check_calibration(params: dict[str, Any], where: str) -> None:
         raise _Invalid(f"{where}.method", f"{_shown(method)} is not one of platt, isotonic")
 
 
+def _check_decision_fields(ensemble: EnsembleEntry, models: list[ModelEntry]) -> None:
+    """Refer thresholds finite; each feature reference well formed and for a listed model; drift bins usable."""
+    from tbensemble.core.decisions import FeatureReference
+
+    for rule in ("disagreement", "features"):
+        spec = (ensemble.refer or {}).get(rule)
+        if spec:
+            _number(spec.get("threshold"), f"ensemble.refer.{rule}.threshold", {"low": 0.0}, integer=False)
+    features = (ensemble.refer or {}).get("features") or {}
+    references = features.get("models") or {}
+    names = {m.name for m in models}
+    if features and set(references) != names:
+        raise _Invalid(
+            "ensemble.refer.features.models", f"references {sorted(references)} are not the models {sorted(names)}"
+        )
+    for name, reference in references.items():
+        try:
+            FeatureReference.from_dict(reference, f"ensemble.refer.features.models.{_key(name)}")
+        except ArtifactError as exc:
+            raise _Invalid("", str(exc)) from None
+    if ensemble.drift is not None:
+        edges = _convert(ensemble.drift.get("edges"), list[float], "ensemble.drift.edges", {"sorted": True})
+        shares = _convert(
+            ensemble.drift.get("expected"), list[float], "ensemble.drift.expected", {"low": 0.0, "high": 1.0}
+        )
+        if len(shares) != len(edges) + 1:
+            raise _Invalid("ensemble.drift", f"{len(edges)} edges need {len(edges) + 1} shares, got {len(shares)}")
+
+
 def _check_manifest(manifest: Manifest) -> None:
     """The rules that tie fields together: unique names, one input size, weights that sum above 0, every
     output role, usable operating points and calibration."""
@@ -350,6 +390,7 @@ def _check_manifest(manifest: Manifest) -> None:
         )
     if ensemble.calibration is not None:
         _check_calibration(ensemble.calibration, "ensemble.calibration")
+    _check_decision_fields(ensemble, manifest.models)
 
 
 def _check_model_file(file: str, where: str, suffixes: tuple[str, ...] = (".onnx",)) -> None:

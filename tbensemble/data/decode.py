@@ -317,3 +317,27 @@ def load_image(path: PathLike, size: int) -> np.ndarray:
         return np.array(image)
     except Exception as exc:
         raise _data_error(path, exc) from exc
+
+
+def load_array(pixels: np.ndarray, size: int | None, name: str = "array") -> np.ndarray:
+    """An image already in memory (uint8 or uint16; H×W gray, H×W×3 RGB or H×W×4 RGBA) as uint8 size×size
+    (``size=None``: gray at its own size).
+
+    It takes the limits, the gray conversion of a PNG holding those pixels (16-bit scaled by its depth,
+    RGB through luma, alpha dropped) and the resize of ``load_image``, so an array and its PNG score alike.
+    """
+    array = np.asarray(pixels)
+    if array.dtype not in (np.uint8, np.uint16) or not (
+        array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4) and array.dtype == np.uint8)
+    ):
+        raise DataError(
+            f"{name}: array of dtype {array.dtype} and shape {array.shape}; expected uint8/uint16 H×W or uint8 H×W×3/4"
+        )
+    try:
+        check_limits(array.shape[1], array.shape[0])
+    except ImageRefused as exc:
+        raise DataError(f"{name}: refused ({exc})") from None
+    image = _pil_to_gray(Image.fromarray(np.ascontiguousarray(array)))
+    if size is not None and image.size != (size, size):
+        image = image.resize((size, size), Image.Resampling.BILINEAR)
+    return np.array(image)

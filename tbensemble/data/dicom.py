@@ -9,6 +9,7 @@ it reads a single tag, so deflated files are inflated here, in bounded steps, in
 from __future__ import annotations
 
 import os
+import struct
 import zlib
 from dataclasses import dataclass
 
@@ -159,6 +160,62 @@ def missing_decoder(uid: str | None) -> str:
     return "; ".join(needed) or "no decoder plugin available"
 
 
+_JPEG_FRAME_MARKERS = {*range(0xC0, 0xD0)} - {0xC4, 0xC8, 0xCC} | {0xF7}
+"""Start-of-frame markers: JPEG processes 1-14 (SOF0-SOF15 less DHT, JPG, DAC) and JPEG-LS (SOF55)."""
+
+
+def _jpeg_size(stream: bytes) -> tuple[int, int] | None:
+    """(width, height) from the frame header of a JPEG or JPEG-LS stream, walking its marker segments."""
+    at = 2 if stream[:2] == b"\xff\xd8" else -1
+    while 0 <= at <= len(stream) - 9:
+        if stream[at] != 0xFF:
+            return None
+        marker = stream[at + 1]
+        if marker == 0xFF:  # fill byte
+            at += 1
+            continue
+        if marker in _JPEG_FRAME_MARKERS:
+            height, width = struct.unpack(">HH", stream[at + 5 : at + 9])
+            return width, height
+        at += 2 + struct.unpack(">H", stream[at + 2 : at + 4])[0]
+    return None
+
+
+def _j2k_size(stream: bytes) -> tuple[int, int] | None:
+    """(width, height) from the SIZ segment of a JPEG 2000 codestream (also inside a JP2 wrapper)."""
+    at = stream.find(b"\xff\x4f\xff\x51")
+    if at < 0 or len(stream) < at + 24:
+        return None
+    xsiz, ysiz, xoffset, yoffset = struct.unpack(">4I", stream[at + 8 : at + 24])
+    return xsiz - xoffset, ysiz - yoffset
+
+
+def check_codestream(ds, header: DicomHeader) -> None:
+    """Refuse a first frame whose codestream declares another size than Rows × Columns.
+
+    Codecs size their output from the codestream, not from the DICOM header: a 2 kB JPEG-LS frame of
+    12000×12000 under a 16×16 header took 600 MB to decode (and was then cropped to 16×16 and scored).
+    """
+    from pydicom.encaps import generate_frames
+    from pydicom.uid import JPEG2000TransferSyntaxes, JPEGLSTransferSyntaxes, JPEGTransferSyntaxes
+
+    syntax = header.transfer_syntax
+    if syntax in JPEG2000TransferSyntaxes:
+        read_size = _j2k_size
+    elif syntax in JPEGTransferSyntaxes or syntax in JPEGLSTransferSyntaxes:
+        read_size = _jpeg_size
+    else:
+        return
+    frame = next(generate_frames(ds.PixelData, number_of_frames=header.frames), b"")
+    size = read_size(frame)
+    if size is None:
+        raise ValueError("no frame header found in the first frame's codestream")
+    if size != (header.columns, header.rows):
+        raise ValueError(
+            f"the codestream declares {size[0]}×{size[1]} pixels, the header {header.columns}×{header.rows}"
+        )
+
+
 def first_frame(path: PathLike, header: DicomHeader) -> np.ndarray:
     """The first frame's stored values (rows × columns, × samples for colour), whatever the codec.
 
@@ -166,6 +223,7 @@ def first_frame(path: PathLike, header: DicomHeader) -> np.ndarray:
     """
     from pydicom.pixels import pixel_array
     from pydicom.uid import (
+        UID,
         DeflatedExplicitVRLittleEndian,
         ExplicitVRBigEndian,
         ExplicitVRLittleEndian,
@@ -175,6 +233,14 @@ def first_frame(path: PathLike, header: DicomHeader) -> np.ndarray:
     ds = header.dataset
     if header.transfer_syntax == DeflatedExplicitVRLittleEndian:
         full = _read_deflated(path, ds.file_meta, header.pixel_bytes + HEADER_BYTES, whole=True)
+        return pixel_array(full, index=0)
+    if header.transfer_syntax and UID(header.transfer_syntax).is_compressed:
+        # Encapsulated: the compressed bytes are read whole (their size is the file's), and the first
+        # frame's codestream is checked against the header before a codec sees it.
+        import pydicom
+
+        full = pydicom.dcmread(path, force=True)
+        check_codestream(full, header)
         return pixel_array(full, index=0)
     if header.transfer_syntax:
         return pixel_array(path, index=0)

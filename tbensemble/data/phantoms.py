@@ -27,6 +27,7 @@ import shutil
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -439,28 +440,110 @@ def _lesions(rng: np.random.Generator, patient: _Patient, lung: np.ndarray, info
     return np.clip(profile, -1.0, 1.5) * lung
 
 
-def _render(rng: np.random.Generator, density: np.ndarray) -> np.ndarray:
-    """Density -> 8-bit film: per-patient exposure window and tone curve, heel-effect gradient, noise."""
+@dataclass(frozen=True)
+class Site:
+    """How one hospital's detector turns density into pixels; the patients and lesions stay the same.
+
+    Ranges are drawn per image. The default site draws exactly what generator version 1 drew, so
+    existing demo data and the models trained on it stay valid.
+    """
+
+    name: str
+    description: str
+    window_low: tuple[float, float] = (-0.12, 0.05)
+    window_high: tuple[float, float] = (1.2, 1.45)
+    gamma: tuple[float, float] = (0.7, 1.4)
+    noise: tuple[float, float] = (0.008, 0.03)
+    blur: float = 0.0
+    """Gaussian blur of the detector, as a fraction of the image side (0: none)."""
+    collimation: tuple[float, float] = (0.0, 0.0)
+    """Share of the side blanked by the collimator at each edge (0: none)."""
+    marker: bool = False
+    """A burned-in side marker (a bright letter block) in a top corner."""
+
+
+DEFAULT_SITE = "hospital-a"
+SITES = {
+    "hospital-a": Site("hospital-a", "the demo's own site (the quickstart trains on it)"),
+    "hospital-b": Site(
+        "hospital-b",
+        "a flat-panel unit with strong noise reduction: smoother images (blur), little noise, a harder tone "
+        "curve; the quickstart model silently loses sensitivity here",
+        window_low=(-0.05, 0.08),
+        window_high=(1.3, 1.5),
+        gamma=(0.9, 1.3),
+        noise=(0.002, 0.006),
+        blur=0.006,
+    ),
+    "hospital-c": Site(
+        "hospital-c",
+        "an older portable CR unit: flat tone curve, noisy blurred plates, tight collimation, burned-in side "
+        "markers; the quickstart model calls almost everything TB here",
+        window_low=(-0.35, -0.2),
+        window_high=(1.7, 2.0),
+        gamma=(0.55, 0.8),
+        noise=(0.03, 0.05),
+        blur=0.006,
+        collimation=(0.03, 0.09),
+        marker=True,
+    ),
+}
+"""Site name -> detector response; ``tbens make-demo-data --site`` lists these."""
+
+
+def _site_effects(rng: np.random.Generator, film: np.ndarray, site: Site) -> np.ndarray:
+    """Detector blur, collimator edges and a burned-in marker on a 0..1 film (sites other than the default)."""
+    size = film.shape[0]
+    if site.blur > 0:
+        from scipy.ndimage import gaussian_filter
+
+        film = gaussian_filter(film.astype(np.float32), site.blur * size, mode="nearest")
+    if site.collimation[1] > 0:
+        top, bottom, left, right = (round(rng.uniform(*site.collimation) * size) for _ in range(4))
+        film = film.copy()
+        film[:top], film[size - bottom :], film[:, :left], film[:, size - right :] = 0.0, 0.0, 0.0, 0.0
+    if site.marker:
+        side = max(3, size // 16)
+        x = round(rng.uniform(0.08, 0.14) * size) if rng.random() < 0.5 else round(rng.uniform(0.8, 0.86) * size)
+        y = round(rng.uniform(0.1, 0.16) * size)
+        film = film.copy()
+        film[y : y + side, x : x + side // 3] = 0.97
+        film[y + side - side // 3 : y + side, x : x + side] = 0.97
+    return film
+
+
+def _render(rng: np.random.Generator, density: np.ndarray, site: Site = SITES[DEFAULT_SITE]) -> np.ndarray:
+    """Density -> 8-bit film: per-patient exposure window and tone curve, heel-effect gradient, noise,
+    then the site's detector effects."""
     size = density.shape[0]
     gradient = rng.normal(0, 0.03) * np.linspace(-1, 1, size, dtype=np.float32)
     density = density + gradient[:, None] + rng.normal(0, 0.02) * np.linspace(-1, 1, size, dtype=np.float32)[None, :]
-    lo = rng.uniform(-0.12, 0.05)
-    hi = rng.uniform(1.2, 1.45)
-    gamma = rng.uniform(0.7, 1.4)
+    lo = rng.uniform(*site.window_low)
+    hi = rng.uniform(*site.window_high)
+    gamma = rng.uniform(*site.gamma)
     film = np.clip((density - lo) / (hi - lo), 0.0, 1.0) ** gamma
-    noise = rng.uniform(0.008, 0.03) * math.sqrt(12.0)  # uniform noise of that std: cheaper than normal
+    noise = rng.uniform(*site.noise) * math.sqrt(12.0)  # uniform noise of that std: cheaper than normal
     film += noise * (rng.random(film.shape, dtype=np.float32) - 0.5)
+    if site.name != DEFAULT_SITE:
+        film = _site_effects(rng, film, site)
     return (np.clip(film, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
 def make_phantom(
-    rng: np.random.Generator, positive: bool, size: int = 256, difficulty: float = DEFAULT_DIFFICULTY
+    rng: np.random.Generator,
+    positive: bool,
+    size: int = 256,
+    difficulty: float = DEFAULT_DIFFICULTY,
+    site: str = DEFAULT_SITE,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One frontal chest phantom: a uint8 size x size image and its bool lesion mask (all False if normal).
 
-    ``difficulty`` in [0, 1] scales lesion contrast by ``1 - difficulty``."""
+    ``difficulty`` in [0, 1] scales lesion contrast by ``1 - difficulty``; ``site`` (a key of ``SITES``)
+    is the detector that images the same patient and lesions."""
     if not 0.0 <= difficulty <= 1.0:
         raise ValueError(f"difficulty {difficulty} is outside [0, 1]")
+    if site not in SITES:
+        raise ValueError(f"site {site!r} is not known; choose from {', '.join(SITES)}")
     patient = _Patient(rng, size)
     density, lung, info = _anatomy(rng, patient)
     mask = np.zeros((size, size), dtype=bool)
@@ -468,13 +551,13 @@ def make_phantom(
         profile = _lesions(rng, patient, lung, info)
         mask = np.abs(profile) > MASK_LEVEL
         density = density + LESION_DENSITY * (1.0 - difficulty) * profile
-    return _render(rng, density), mask
+    return _render(rng, density, SITES[site]), mask
 
 
-def _write_chunk(jobs: list[tuple[Path, Path | None, np.random.SeedSequence, bool, int, float]]) -> None:
+def _write_chunk(jobs: list[tuple[Path, Path | None, np.random.SeedSequence, bool, int, float, str]]) -> None:
     """Draw and save one chunk of phantoms (runs in a worker process)."""
-    for image_path, mask_path, seed_seq, positive, size, difficulty in jobs:
-        image, mask = make_phantom(np.random.default_rng(seed_seq), positive, size, difficulty)
+    for image_path, mask_path, seed_seq, positive, size, difficulty, site in jobs:
+        image, mask = make_phantom(np.random.default_rng(seed_seq), positive, size, difficulty, site)
         # Film noise barely compresses: the fastest zlib level costs ~8% in size and a quarter of the time.
         Image.fromarray(image).save(image_path, format="PNG", compress_level=1)
         if mask_path is not None:
@@ -513,6 +596,7 @@ def write_demo_dataset(
     difficulty: float = DEFAULT_DIFFICULTY,
     positive_rate: float = 0.2,
     *,
+    site: str = DEFAULT_SITE,
     force: bool = False,
     workers: int | None = None,
 ) -> dict[str, Any]:
@@ -528,12 +612,14 @@ def write_demo_dataset(
         "size": 16 <= size <= 2048,
         "difficulty": 0.0 <= difficulty <= 1.0,
         "positive_rate": 0.0 < positive_rate < 1.0,
+        "site": site in SITES,
     }
     for key, ok in checks.items():
         if not ok:
             value = locals()[key]
             raise ConfigError(
-                f"{key}: {value} is out of range (n_train >= 2, n_test >= 0, size 16-2048, difficulty 0-1, 0 < positive_rate < 1)"
+                f"{key}: {value} is out of range (n_train >= 2, n_test >= 0, size 16-2048, difficulty 0-1, "
+                f"0 < positive_rate < 1, site one of {', '.join(SITES)})"
             )
     start = time.perf_counter()
     out = Path(out_dir)
@@ -552,7 +638,7 @@ def write_demo_dataset(
         frames[split] = pd.DataFrame({"image_id": ids, "label": labels})
         for image_id, label in zip(ids, labels, strict=True):
             mask_path = out / "_truth" / "masks" / image_id if label else None
-            jobs.append((out / split / image_id, mask_path, next(seeds), bool(label), size, difficulty))
+            jobs.append((out / split / image_id, mask_path, next(seeds), bool(label), size, difficulty, site))
 
     workers = workers or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     chunks = [jobs[i :: max(1, workers * 4)] for i in range(max(1, workers * 4))]
@@ -577,6 +663,7 @@ def write_demo_dataset(
         "seed": seed,
         "difficulty": difficulty,
         "positive_rate": positive_rate,
+        "site": site,
         "generator_version": GENERATOR_VERSION,
     }
     provenance = "\n".join(

@@ -24,6 +24,7 @@ from tbensemble.core import atomic
 from tbensemble.core.errors import DataError
 from tbensemble.data.decode import is_image_file, load_image, shown_path
 from tbensemble.data.layout import example_list, list_images, read_sample_submission, submission_ids
+from tbensemble.engine.decisions import decide_paths
 from tbensemble.engine.ensemble import Ensemble
 
 SUBMISSION_COLUMNS = ("image_id", "label")
@@ -40,6 +41,8 @@ class Prediction:
     image_ids: list[str]
     scores: dict[str, np.ndarray]
     skipped: list[dict[str, str]] = field(default_factory=list)
+    decisions: pd.DataFrame | None = None
+    """With ``predict_images(decide=True)``: one ``engine.decisions.DECISION_COLUMNS`` row per image kept."""
 
 
 def collect_images(inputs: list[str | os.PathLike[str]]) -> pd.DataFrame:
@@ -97,8 +100,13 @@ def predict_images(
     skip_bad: bool = False,
     workers: int = 2,
     progress: bool | None = None,
+    decide: bool = False,
+    operating_point: str | None = None,
 ) -> Prediction:
     """Score every image of ``images`` (``image_id``, ``path``); bad files fail the run unless ``skip_bad``.
+
+    With ``decide``, each batch also goes through ``engine.decisions`` (same session calls, plus the
+    feature output and DICOM headers) and the prediction carries its decision rows.
 
     The progress bar shows on a terminal (``progress=None``), always (True) or never (False).
     Without ``skip_bad``, inference stops at the first bad file but decoding goes on, so the error can
@@ -107,7 +115,8 @@ def predict_images(
     ids, paths = images["image_id"].astype(str).tolist(), images["path"].astype(str).tolist()
     kept: list[str] = []
     chunks: dict[str, list[np.ndarray]] = {m.name: [] for m in ensemble.manifest.models}
-    bad: list[tuple[int, DataError]] = []
+    decided: list[pd.DataFrame] = []
+    bad: list[tuple[int, DataError | str]] = []
     position = 0
     with tqdm(total=len(paths), unit="img", desc="predict", disable=None if progress is None else not progress) as bar:
         for batch in decoded_batches(paths, ensemble.image_size, batch_size, workers):
@@ -117,9 +126,34 @@ def predict_images(
             bar.update(len(batch))
             if (bad and not skip_bad) or not good:
                 continue
-            for name, scores in ensemble.score(np.stack([image for _, image in good])).items():
+            batch_images = np.stack([image for _, image in good])
+            if decide:
+                frame = decide_paths(
+                    ensemble, batch_images, [ids[i] for i, _ in good], [paths[i] for i, _ in good], operating_point
+                )
+                decided.append(frame.decisions)
+                scores_of_batch = frame.scores
+            else:
+                scores_of_batch = ensemble.score(batch_images)
+            for name, scores in scores_of_batch.items():
                 chunks[name].append(scores)
             kept += [ids[i] for i, _ in good]
+    return finish_prediction(ids, paths, kept, chunks, bad, skip_bad, decided if decide else None)
+
+
+def finish_prediction(
+    ids: list[str],
+    paths: list[str],
+    kept: list[str],
+    chunks: dict[str, list[np.ndarray]],
+    bad: list[tuple[int, DataError | str]],
+    skip_bad: bool,
+    decided: list[pd.DataFrame] | None = None,
+) -> Prediction:
+    """The ``Prediction`` of one scoring pass over ``ids``/``paths``, whoever scored it (this process, or
+    Ray actors): bad files (position, error) fail the run unless ``skip_bad``; skipped ones are logged
+    and listed. ``kept`` are the scored ids in order, ``chunks`` their per-model scores and ``decided``
+    their decision rows, in pieces (None: not decided)."""
     if bad and not skip_bad:
         raise DataError(
             f"{bad[0][1]}; {len(bad)} of {len(paths)} images cannot be decoded (--skip-bad scores the rest)"
@@ -135,6 +169,7 @@ def predict_images(
         skipped=[
             {"image_id": shown_path(ids[i]), "path": shown_path(paths[i]), "reason": str(error)} for i, error in bad
         ],
+        decisions=pd.concat(decided, ignore_index=True) if decided is not None else None,
     )
 
 
@@ -204,4 +239,22 @@ def write_submission(
     else:
         skipped_path(out).unlink(missing_ok=True)
     atomic.write_csv(out, frame)
+    return Path(out)
+
+
+def check_decisions_path(out: str | os.PathLike[str], images: pd.DataFrame, artifacts: str | os.PathLike[str]) -> None:
+    """Before any scoring: the decisions file (and its skipped list) may not overwrite an input or the artifacts."""
+    for path in (out, skipped_path(out)):
+        atomic.check_output_path(path, inputs=images["path"], protected_dir=artifacts, option="--decisions")
+
+
+def write_decisions(prediction: Prediction, out: str | os.PathLike[str]) -> Path:
+    """Write the decision rows (and the skipped-files list, if any) atomically; returns the path."""
+    if prediction.decisions is None:
+        raise DataError(f"{out}: no decisions were made (predict_images(decide=True))")
+    if prediction.skipped:
+        atomic.write_csv(skipped_path(out), pd.DataFrame(prediction.skipped, columns=["image_id", "path", "reason"]))
+    else:
+        skipped_path(out).unlink(missing_ok=True)
+    atomic.write_csv(out, prediction.decisions)
     return Path(out)

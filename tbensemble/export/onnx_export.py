@@ -65,23 +65,15 @@ def _layers(model: Any) -> list[Any]:
     return found
 
 
-def float32_model(model: Any, backbone: str, image_size: int) -> Any:
-    """The model in float32: one trained with mixed precision (GPU) is rebuilt with the same weights, so the
-    ONNX graph runs float32 kernels on any device (float16 convolutions are slow or missing on CPUs)."""
-    import keras
-
-    from tbensemble.train.backbones import build_model
+def float32_model(model: Any) -> Any:
+    """The model in float32: one trained with mixed precision (GPU) is rebuilt from its own config with the
+    same weights, so the ONNX graph runs float32 kernels on any device (float16 convolutions are slow or
+    missing on CPUs)."""
+    from tbensemble.train.backbones import float32_clone
 
     if all(layer.compute_dtype == "float32" for layer in _layers(model)):
         return model
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("float32")
-    try:
-        clone = build_model(backbone, image_size, weights=None)
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
-    clone.set_weights(model.get_weights())
-    return clone
+    return float32_clone(model)
 
 
 def head_parameters(model: Any) -> tuple[list[float], float]:
@@ -144,7 +136,7 @@ def export_fold_model(
         model = keras.models.load_model(model_path, compile=False)
     except (OSError, ValueError) as exc:
         raise ArtifactError(f"{model_path}: cannot load the Keras model ({str(exc).splitlines()[0]})") from None
-    model = float32_model(model, backbone, image_size)
+    model = float32_model(model)
     model3 = three_output_model(model)
     metadata = {
         "backbone": backbone,
@@ -158,7 +150,8 @@ def export_fold_model(
     weights, bias = head_parameters(model)
     with atomic.atomic_path(onnx_path) as tmp:
         tmp.write_bytes(data)
-        figures = parity.check(model3, tmp, parity_images, label, tolerance, head=(weights, bias))
+        limit = BACKBONES[backbone].parity_tolerance if tolerance is None else tolerance
+        figures = parity.check(model3, tmp, parity_images, label, limit, head=(weights, bias))
     return ExportedModel(
         backbone=backbone,
         fold=fold,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,8 @@ from tbensemble.core import atomic
 from tbensemble.core.errors import DataError
 from tbensemble.core.manifest import MANIFEST_NAME, load_manifest, load_verified
 from tbensemble.core.metrics import within_fold_ranks
-from tbensemble.report import markdown, plots
+from tbensemble.core.weighting import compare_methods
+from tbensemble.report import decisions, markdown, plots
 from tbensemble.report.evaluate import (
     evaluate_oof,
     evaluate_submission,
@@ -43,6 +45,19 @@ def _target_sensitivity(run_dir: Path) -> float:
     return float(raw.get("target_sensitivity", 0.90))
 
 
+def _weighting(run: Path, oof: pd.DataFrame, backbones: list[str], n_bootstrap: int, seed: int) -> dict | None:
+    """Every weighting method's nested cross-validated AUC (``core.weighting``) and what the run shipped."""
+    if len(backbones) < 2:
+        return None
+    metrics = run / "metrics.json"
+    ensemble = (json.loads(metrics.read_text(encoding="utf-8")).get("ensemble") or {}) if metrics.is_file() else {}
+    return {
+        **compare_methods(oof, backbones, n_bootstrap, seed),
+        "chosen": ensemble.get("weighting"),
+        "weights": ensemble.get("weights"),
+    }
+
+
 def write_run_report(
     run_dir: str | os.PathLike[str],
     out_dir: str | os.PathLike[str] | None = None,
@@ -55,7 +70,8 @@ def write_run_report(
         raise DataError(f"{run}: run folder not found")
     out = Path(out_dir) if out_dir is not None else run / "report"
     oof = _read_csv(run / "oof.csv")
-    calibration = load_manifest(run).ensemble.calibration if (run / MANIFEST_NAME).is_file() else None
+    manifest = load_manifest(run) if (run / MANIFEST_NAME).is_file() else None
+    calibration = manifest.ensemble.calibration if manifest else None
     results = evaluate_oof(
         oof,
         n_bootstrap=n_bootstrap,
@@ -64,6 +80,7 @@ def write_run_report(
         calibration=calibration,
         source=str(run / "oof.csv"),
     )
+    results["weighting"] = _weighting(run, oof, results["backbones"], n_bootstrap, seed)
     labels = oof["label"].to_numpy().astype(int)
     folds = oof["fold"].to_numpy()
     ensemble = oof["ensemble"].to_numpy(dtype=np.float64)
@@ -80,9 +97,30 @@ def write_run_report(
     }
     briers = {row["name"]: row["brier"] for row in results["calibration"]["rows"]}
     plots.reliability_plot(labels, probabilities, briers, out / FIGURES["Reliability"])
+    if manifest is not None:
+        results["shipped"] = decisions.shipped_points(manifest, labels, ensemble)
+    results["refer_coverage"] = decisions.oof_disagreement_coverage(oof, results["backbones"])
     atomic.write_json(out / "metrics.json", results)
     report = out / "report.md"
     atomic.write_text(report, markdown.run_report(results, FIGURES, run.name))
+    return report
+
+
+def write_decisions_report(
+    decisions_path: str | os.PathLike[str], truth_path: str | os.PathLike[str], out_dir: str | os.PathLike[str]
+) -> Path:
+    """A decisions CSV against truth: refer rates, coverage, sensitivity with refer counted as flagged."""
+    decisions_path, truth_path = Path(decisions_path), Path(truth_path)
+    results = decisions.evaluate_decisions(_read_csv(decisions_path), _read_csv(truth_path), str(decisions_path))
+    out = Path(out_dir)
+    atomic.write_json(out / "metrics.json", results)
+    report = out / "report.md"
+    lines = [
+        f"# Decisions `{decisions_path.name}` against `{truth_path.name}`",
+        "",
+        *decisions.decisions_markdown(results),
+    ]
+    atomic.write_text(report, "\n".join(lines))
     return report
 
 

@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import rankdata
 from sklearn.metrics import brier_score_loss
 
+from tbensemble.core.bootstrap import LEVEL, auc_samples, bootstrap_indices, percentile_interval
 from tbensemble.core.calibration import METHODS, apply_calibration, fit_calibration
 from tbensemble.core.errors import DataError
 from tbensemble.core.metrics import auc, check_scores, confusion_at, operating_points, within_fold_ranks
@@ -23,36 +23,10 @@ from tbensemble.core.registry import BACKBONES
 
 IDENTITY_SUFFIX = "@identity"
 """An OOF column ``<backbone>@identity`` holds that backbone's identity-view scores (no TTA), if the trainer stored them."""
-LEVEL = 0.95
-
-
-def bootstrap_indices(labels: np.ndarray, n_bootstrap: int, seed: int) -> np.ndarray:
-    """(B, N) resample indices, positives first then negatives, each class resampled with replacement."""
-    labels = np.asarray(labels).astype(int)
-    rng = np.random.default_rng(seed)
-    positives = np.flatnonzero(labels == 1)
-    negatives = np.flatnonzero(labels == 0)
-    return np.concatenate(
-        [
-            rng.choice(positives, size=(n_bootstrap, positives.size)),
-            rng.choice(negatives, size=(n_bootstrap, negatives.size)),
-        ],
-        axis=1,
-    )
-
-
-def auc_samples(labels: np.ndarray, scores: np.ndarray, indices: np.ndarray) -> np.ndarray:
-    """AUC of each resample (Mann-Whitney on average ranks, all resamples at once)."""
-    n_pos = int(np.sum(np.asarray(labels) == 1))
-    n_neg = indices.shape[1] - n_pos
-    ranks = rankdata(np.asarray(scores, dtype=np.float64)[indices], axis=1)
-    return (ranks[:, :n_pos].sum(axis=1) - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
 
 
 def _interval(samples: np.ndarray) -> tuple[float, float]:
-    tail = (1.0 - LEVEL) / 2.0 * 100.0
-    low, high = np.percentile(samples, [tail, 100.0 - tail])
-    return float(low), float(high)
+    return percentile_interval(samples, LEVEL)
 
 
 def auc_with_ci(

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from tbensemble.report.decisions import shipped_points_markdown
+
 
 def _ci(result: Mapping[str, float]) -> str:
     return f"{result['auc']:.3f} [{result['ci_low']:.3f}, {result['ci_high']:.3f}]"
@@ -54,6 +56,34 @@ def _who_verdict(points: Sequence[Mapping[str, Any]]) -> str:
     )
 
 
+def _weighting_section(weighting: Mapping[str, Any] | None) -> list[str]:
+    """Each weighting method's nested cross-validated AUC against the best backbone and equal weights."""
+    if not weighting:
+        return []
+    shipped = weighting.get("chosen")
+    weights = weighting.get("weights") or {}
+    lines = [
+        "## Ensemble weighting (nested cross-validation)",
+        "",
+        "Each fold's ensemble scores use weights fitted on the other folds' OOF only. Equal weights ship unless "
+        "a method beats them beyond noise (paired interval above 0). Gains are paired bootstrap intervals; the "
+        f"best backbone ({weighting['best_backbone']}) is picked on all OOF rows, which favours it.",
+        "",
+    ]
+    if shipped:
+        lines += [f"Shipped: **{shipped}**, weights " + ", ".join(f"{b} {w:.3f}" for b, w in weights.items()) + ".", ""]
+    rows = [
+        [
+            f"**{method}**" if method == shipped else method,
+            _ci({"auc": r["nested_auc"], "ci_low": r["ci_low"], "ci_high": r["ci_high"]}),
+            _delta(r["vs_best_backbone"]),
+            _delta(r["vs_equal"]),
+        ]
+        for method, r in weighting["methods"].items()
+    ]
+    return lines + _table(["method", "nested AUC [95% CI]", "vs best backbone", "vs equal weights"], rows)
+
+
 def run_report(results: Mapping[str, Any], figures: Mapping[str, str], run_name: str) -> str:
     """The report of a run's out-of-fold scores."""
     gain = results["ensemble_gain"]
@@ -96,6 +126,7 @@ def run_report(results: Mapping[str, Any], figures: Mapping[str, str], run_name:
             ["backbone", "AUC TTA", "AUC identity view", "gain [95% CI]"],
             [[r["backbone"], _ci(r["tta"]), _ci(r["identity"]), _delta(r["gain"])] for r in tta["per_backbone"]],
         )
+    lines += _weighting_section(results.get("weighting"))
     lines += ["## AUC per fold", ""]
     lines += _table(
         ["model", "fold", "n", "AUC [95% CI]"],
@@ -109,6 +140,8 @@ def run_report(results: Mapping[str, Any], figures: Mapping[str, str], run_name:
         "",
     ]
     lines += _points_table(results["operating_points"])
+    if results.get("shipped"):
+        lines += shipped_points_markdown(results["shipped"], results.get("refer_coverage"))
     calibration = results["calibration"]
     lines += [
         "## Calibration (Brier score, lower is better)",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 
 import matplotlib
@@ -11,7 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from PIL import Image
 
-from tbensemble.core.atomic import atomic_path
+from tbensemble.core.atomic import write_bytes
 
 MAX_SIDE = 768
 """Large radiographs are shown at most this many pixels across: the picture is for eyes, not measurement."""
@@ -22,10 +23,8 @@ def _display_size(height: int, width: int) -> tuple[int, int]:
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
-def write_overlay(
-    path: str | os.PathLike[str], gray: np.ndarray, heatmap: np.ndarray, title: str, caption: str
-) -> None:
-    """Save the overlay PNG; ``heatmap`` is in [0, 1] at the image's size and fades out where it is low."""
+def overlay_png(gray: np.ndarray, heatmap: np.ndarray, title: str, caption: str) -> bytes:
+    """The overlay as PNG bytes; ``heatmap`` is in [0, 1] at the image's size and fades out where it is low."""
     height, width = _display_size(*gray.shape)
     shown = np.asarray(Image.fromarray(gray, mode="L").resize((width, height), Image.Resampling.BILINEAR))
     heat = np.asarray(
@@ -38,6 +37,14 @@ def write_overlay(
     ax.set_title(title, fontsize=9)
     ax.set_axis_off()
     figure.text(0.5, 0.01, caption, ha="center", va="bottom", fontsize=7, wrap=True)
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     plt.close(figure)
+    return buffer.getvalue()
+
+
+def write_overlay(
+    path: str | os.PathLike[str], gray: np.ndarray, heatmap: np.ndarray, title: str, caption: str
+) -> None:
+    """Save the overlay PNG (see ``overlay_png``) atomically."""
+    write_bytes(path, overlay_png(gray, heatmap, title, caption))

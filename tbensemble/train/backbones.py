@@ -9,19 +9,22 @@ rebuild a three-output model from these names).
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
+import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import keras
 
 from tbensemble.core.errors import ArtifactError, ConfigError
-from tbensemble.core.registry import BACKBONE_NAMES, BACKBONES, BackboneInfo
+from tbensemble.core.registry import BACKBONE_NAMES, BACKBONES, PREPROCESSING_MODES, BackboneInfo
 
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 _TORCH_MEAN = (0.485, 0.456, 0.406)
 _TORCH_STD = (0.229, 0.224, 0.225)
-PREPROCESSING_MODES = ("caffe", "torch", "raw", "unit", "standardize")
 
 
 @keras.saving.register_keras_serializable(package="tbensemble")
@@ -95,19 +98,19 @@ def _info(name: str) -> BackboneInfo:
     return BACKBONES[name]
 
 
+def constructor_of(info: BackboneInfo) -> Callable[..., keras.Model]:
+    """The registry's dotted constructor name, imported now (TensorFlow is only needed from here on)."""
+    module, _, attribute = info.constructor.rpartition(".")
+    return getattr(importlib.import_module(module), attribute)
+
+
 def _place_in_keras_cache(info: BackboneInfo, source: Path) -> None:
     """Make ``source`` the file Keras finds for ``weights="imagenet"`` (a symlink in its cache).
 
     EfficientNet adds its input-rescaling fix only when ``weights == "imagenet"``; loading the same file
     by path silently changes preprocessing. So a local file is placed where Keras looks, and the model is
-    still built with ``"imagenet"``. The MD5 must match, or Keras would try to download a replacement.
+    still built with ``"imagenet"``.
     """
-    actual = _md5(source)
-    if actual != info.imagenet_md5:
-        raise ConfigError(
-            f"weights: {source} has md5 {actual}, not that of Keras' {info.imagenet_file} ({info.imagenet_md5}); "
-            f"{info.name} only loads that exact file"
-        )
     target = keras_models_dir() / str(info.imagenet_file)
     if target.is_file() and _md5(target) == info.imagenet_md5:
         return
@@ -118,39 +121,156 @@ def _place_in_keras_cache(info: BackboneInfo, source: Path) -> None:
     os.replace(tmp, target)
 
 
-def _keras_weights(info: BackboneInfo, weights: str | None) -> str | None:
-    """Translate the config's ``weights`` (imagenet | None | PATH) into what the Keras constructor takes."""
+@dataclass(frozen=True)
+class WeightsSource:
+    """Where a backbone's starting weights come from: what the constructor takes (None, "imagenet" or the
+    official file's path), or a file of any origin whose arrays are copied in after a shape check."""
+
+    constructor_weights: str | None = None
+    transfer: Path | None = None
+
+
+def _source_file(info: BackboneInfo, path: Path) -> Path:
+    """A weights folder holds, per backbone, the official ImageNet file or ``<name>.keras`` / ``<name>.weights.h5``."""
+    if not path.is_dir():
+        if not path.is_file():
+            raise ConfigError(f"weights: {path} not found")
+        return path
+    names = [n for n in (info.imagenet_file, f"{info.name}.keras", f"{info.name}.weights.h5") if n]
+    for name in names:
+        if (path / name).is_file():
+            return path / name
+    raise ConfigError(f"weights: {path} holds no weights for {info.name} (one of: {', '.join(names)})")
+
+
+def weights_source(info: BackboneInfo, weights: str | None) -> WeightsSource:
+    """Translate the config's ``weights`` (imagenet | None | PATH) for one backbone, checking what can be
+    checked without TensorFlow work: the official ImageNet files by MD5, any other file by its kind."""
     if weights is None:
-        return None
-    if info.imagenet_file is None:
-        raise ConfigError(
-            f"weights: {info.name} has no pretrained weights ({weights!r} given); use weights: null for it"
-        )
+        return WeightsSource()
     if weights == "imagenet":
-        return "imagenet"
-    path = Path(weights)
-    if path.is_dir():
-        path = path / info.imagenet_file
-    if not path.is_file():
-        raise ConfigError(f"weights: {path} not found; a weights folder must hold {info.imagenet_file}")
-    if info.preprocessing == "raw":
-        _place_in_keras_cache(info, path)
-        return "imagenet"
-    return str(path)
+        if info.imagenet_file is None:
+            raise ConfigError(
+                f"weights: {info.name} has no ImageNet weights; use weights: null or a path to weights of its architecture"
+            )
+        return WeightsSource("imagenet")
+    path = _source_file(info, Path(weights))
+    if info.imagenet_file is not None and path.name == info.imagenet_file:
+        actual = _md5(path)
+        if actual != info.imagenet_md5:
+            raise ConfigError(
+                f"weights: {path} has md5 {actual}, not that of Keras' {info.imagenet_file} ({info.imagenet_md5}); "
+                "other weights of this architecture go in a .keras or .weights.h5 file"
+            )
+        if info.preprocessing == "raw":
+            _place_in_keras_cache(info, path)
+            return WeightsSource("imagenet")
+        return WeightsSource(str(path))
+    if path.suffix == ".keras" or path.name.endswith(".h5"):
+        return WeightsSource(transfer=path)
+    raise ConfigError(f"weights: {path} is neither a .keras model nor an .h5 weights file")
+
+
+def _shape_mismatch(reference: keras.Model, source: keras.Model) -> str | None:
+    """None when ``source`` holds exactly ``reference``'s arrays by shape, else what differs first."""
+    ours, theirs = reference.weights, source.weights
+    for mine, other in zip(ours, theirs, strict=False):
+        if tuple(mine.shape) != tuple(other.shape):
+            return (
+                f"{other.path} is {tuple(other.shape)} where {reference.name} needs {tuple(mine.shape)} ({mine.path})"
+            )
+    if len(ours) != len(theirs):
+        return f"it holds {len(theirs)} weight arrays, the architecture {len(ours)}"
+    return None
+
+
+def _backbone_of(model: keras.Model) -> keras.Model:
+    """The bare backbone of a loaded file: the ``backbone`` layer of a tbensemble classifier, else the model."""
+    try:
+        inner = model.get_layer("backbone")
+    except ValueError:
+        return model
+    return inner if isinstance(inner, keras.Model) else model
+
+
+def _rebuilt(source: keras.Model, shape: tuple[int, int, int]) -> keras.Model:
+    """The same functional graph (weightless layers included, e.g. EfficientNet's ImageNet rescaling) at a new
+    input size, named ``backbone``, in the current dtype policy (mixed precision on a GPU); convolutional
+    weights do not depend on the input size."""
+    config = source.get_config()
+    config["name"] = "backbone"
+    for layer in config["layers"]:
+        if layer["class_name"] == "InputLayer":
+            layer["config"]["batch_shape"] = [None, *shape]
+        else:
+            layer["config"].pop("dtype", None)
+    model = keras.Model.from_config(config)
+    model.set_weights(source.get_weights())
+    return model
+
+
+def _float32_policies(config: Any) -> Any:
+    """A model config with every layer's dtype policy set to float32 (nested backbones included)."""
+    if isinstance(config, dict):
+        if config.get("class_name") == "DTypePolicy":
+            return {**config, "config": {**config["config"], "name": "float32"}}
+        return {key: _float32_policies(value) for key, value in config.items()}
+    if isinstance(config, list):
+        return [_float32_policies(value) for value in config]
+    return config
+
+
+def float32_clone(model: keras.Model) -> keras.Model:
+    """The same graph and weights in float32 (a model trained with mixed precision, for export): rebuilt from
+    its own config, so weightless layers that a fresh build would lack (EfficientNet's ImageNet rescaling)
+    stay."""
+    clone = keras.Model.from_config(_float32_policies(model.get_config()))
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+def _transferred(info: BackboneInfo, path: Path, shape: tuple[int, int, int]) -> keras.Model:
+    """The backbone built from weights of any origin: a .keras model (a previous run's fold model, or a bare
+    backbone) or an .h5 weights file; refused in one line when its arrays do not fit the architecture."""
+    reference = constructor_of(info)(include_top=False, weights=None, input_shape=shape, name="backbone")
+    if path.suffix == ".keras":
+        try:
+            source = _backbone_of(keras.models.load_model(path, compile=False))
+        except Exception as exc:  # a foreign or damaged file: Keras raises many kinds
+            raise ConfigError(f"weights: {path} cannot be loaded as a Keras model ({_first_line(exc)})") from None
+        mismatch = _shape_mismatch(reference, source)
+        if mismatch:
+            raise ConfigError(f"weights: {path} does not fit {info.name}: {mismatch}")
+        return _rebuilt(source, shape)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            reference.load_weights(path)
+        except Exception as exc:  # Keras reports a mismatch as ValueError, a foreign file as OSError or KeyError
+            raise ConfigError(f"weights: {path} does not fit {info.name}: {_first_line(exc)}") from None
+    # Keras only warns when it skips parts of the file and leaves those layers freshly initialised.
+    skipped = [w for w in caught if "Skipping" in str(w.message) or "retain" in str(w.message)]
+    if skipped:
+        raise ConfigError(
+            f"weights: {path} does not fit {info.name}: {_first_line(Exception(str(skipped[0].message)))}"
+        )
+    return reference
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def check_weights(names: Sequence[str], weights: str | None) -> None:
-    """Fail before any training when ``weights`` cannot serve one of ``names`` (e.g. imagenet for tinycnn)."""
+    """Fail before any training when ``weights`` cannot serve one of ``names``: imagenet for a backbone without
+    it, a wrong official file, or a file whose arrays do not fit (checked at 32 px; shapes do not depend on it)."""
     for name in names:
-        _keras_weights(_info(name), weights)
-
-
-def _imagenet_constructor(name: str) -> Callable[..., keras.Model]:
-    return {
-        "resnet50": keras.applications.ResNet50,
-        "densenet201": keras.applications.DenseNet201,
-        "efficientnetb5": keras.applications.EfficientNetB5,
-    }[name]
+        info = _info(name)
+        source = weights_source(info, weights)
+        if source.transfer is not None:
+            _transferred(info, source.transfer, (32, 32, 3))
+            keras.backend.clear_session()
 
 
 _BN_MOMENTUM = 0.9
@@ -164,22 +284,39 @@ def _conv_bn_relu(x, filters: int, strides: int = 1, name: str = ""):
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 
 
-def tiny_cnn(input_shape: tuple[int, int, int]) -> keras.Model:
+def _small_net_arguments(include_top: bool, weights: str | None) -> None:
+    if include_top or weights is not None:
+        raise ValueError("the small backbones have no top and no built-in weights (a weights file is loaded after)")
+
+
+def tiny_cnn(
+    include_top: bool = False,
+    weights: str | None = None,
+    input_shape: tuple[int, int, int] = (128, 128, 3),
+    name: str = "backbone",
+) -> keras.Model:
     """A plain VGG-style net (about 0.1 M parameters): fast enough to train k folds on 2 CPU cores."""
+    _small_net_arguments(include_top, weights)
     inputs = keras.Input(input_shape)
     x = inputs
     for i, filters in enumerate((16, 32, 64, 96)):
         x = _conv_bn_relu(x, filters, name=f"block{i + 1}a")
         x = keras.layers.MaxPooling2D(name=f"block{i + 1}_pool")(x)
     x = _conv_bn_relu(x, 128, name="top")
-    return keras.Model(inputs, x, name="backbone")
+    return keras.Model(inputs, x, name=name)
 
 
-def tiny_resnet(input_shape: tuple[int, int, int]) -> keras.Model:
+def tiny_resnet(
+    include_top: bool = False,
+    weights: str | None = None,
+    input_shape: tuple[int, int, int] = (128, 128, 3),
+    name: str = "backbone",
+) -> keras.Model:
     """A small residual net (pooled stem, then three strided residual stages): a second, different CPU member.
 
     Shortcuts average-pool before their 1x1 projection (ResNet-D): a strided 1x1 conv would see only one
     pixel in four and could step over a small lesion."""
+    _small_net_arguments(include_top, weights)
     inputs = keras.Input(input_shape)
     x = _conv_bn_relu(inputs, 16, name="stem")
     x = keras.layers.MaxPooling2D(name="stem_pool")(x)
@@ -191,31 +328,28 @@ def tiny_resnet(input_shape: tuple[int, int, int]) -> keras.Model:
         y = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"stage{i + 1}_b_conv")(y)
         y = keras.layers.BatchNormalization(momentum=_BN_MOMENTUM, name=f"stage{i + 1}_b_bn")(y)
         x = keras.layers.ReLU(name=f"stage{i + 1}_out")(keras.layers.Add(name=f"stage{i + 1}_add")([shortcut, y]))
-    return keras.Model(inputs, x, name="backbone")
-
-
-_SMALL: dict[str, Callable[[tuple[int, int, int]], keras.Model]] = {"tinycnn": tiny_cnn, "tinyresnet": tiny_resnet}
+    return keras.Model(inputs, x, name=name)
 
 
 def build_backbone(name: str, image_size: int, weights: str | None = None) -> keras.Model:
     """The bare backbone (no top, 3-channel input, its own preprocessing *not* included), named ``backbone``."""
     info = _info(name)
-    keras_weights = _keras_weights(info, weights)
+    source = weights_source(info, weights)
     shape = (image_size, image_size, 3)
-    if name in _SMALL:
-        return _SMALL[name](shape)
-    constructor = _imagenet_constructor(name)
+    if source.transfer is not None:
+        return _transferred(info, source.transfer, shape)
     try:
-        return constructor(include_top=False, weights=keras_weights, input_shape=shape, name="backbone")
+        return constructor_of(info)(
+            include_top=False, weights=source.constructor_weights, input_shape=shape, name="backbone"
+        )
     except Exception as exc:
-        if keras_weights != "imagenet":
+        if source.constructor_weights != "imagenet":
             raise
         cached = keras_models_dir() / str(info.imagenet_file)
         if cached.is_file() and _md5(cached) == info.imagenet_md5:
             raise
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ArtifactError(
-            f"weights: imagenet: cannot get {info.imagenet_file} ({reason}); place that file "
+            f"weights: imagenet: cannot get {info.imagenet_file} ({_first_line(exc)}); place that file "
             f"(md5 {info.imagenet_md5}) in {keras_models_dir()} (or $KERAS_HOME/models), "
             "or set weights to its path or folder"
         ) from None

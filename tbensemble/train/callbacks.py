@@ -1,4 +1,4 @@
-"""Training callbacks: an atomic best-AUC checkpoint and one concise progress line per epoch with a run ETA."""
+"""Training helpers: an atomic model save and one concise progress line per epoch with a run ETA."""
 
 from __future__ import annotations
 
@@ -9,32 +9,68 @@ import time
 from pathlib import Path
 
 import keras
+import numpy as np
 
 log = logging.getLogger("tbensemble.train")
 
 
-class BestCheckpoint(keras.callbacks.Callback):
-    """Save the model whenever ``monitor`` beats its best so far (mode max), as a temp file then a rename,
-    so an interrupted run never leaves a half-written ``model.keras``. Shared across warm-up and fine-tuning."""
+def save_model(model: keras.Model, path: str | os.PathLike[str]) -> None:
+    """Save the model without its optimizer state (Adam's moments and the weight average would make the file
+    four times the weights; an interrupted fold is retrained, never resumed), as a temp file then a rename,
+    so an interrupted run never leaves a half-written ``model.keras``."""
+    path = Path(path)
+    twin = keras.Model.from_config(model.get_config())
+    twin.set_weights(model.get_weights())
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.keras")
+    try:
+        twin.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
-    def __init__(self, path: str | os.PathLike[str], monitor: str = "val_auc"):
+
+def _batch_norms(layer: keras.layers.Layer):
+    if isinstance(layer, keras.layers.BatchNormalization):
+        yield layer
+    for inner in getattr(layer, "layers", []):
+        yield from _batch_norms(inner)
+
+
+def precise_batch_norm(model: keras.Model, images: np.ndarray, batch_size: int) -> None:
+    """Set every trainable batch-norm's moving statistics to the average of its batch statistics over
+    ``images`` (float32 (N, S, S, 1), unaugmented training images), for the weights the model holds now.
+
+    The running averages that training leaves behind describe earlier weights (and, with an EMA of the
+    weights, other weights altogether); on the small nets they shifted validation scores so far that the
+    validation AUC swung between 0.5 and 0.98 from one epoch to the next (Wu & Johnson 2021, "Rethinking
+    'Batch' in BatchNorm", call the fix PreciseBN). Frozen batch-norms (a pretrained backbone is called in
+    inference mode) are left alone: they do not update in these calls.
+    """
+    layers = list(_batch_norms(model))
+    if not layers or len(images) == 0:
+        return
+    momenta = [layer.momentum for layer in layers]
+    try:
+        for step, start in enumerate(range(0, len(images), batch_size)):
+            for layer in layers:
+                layer.momentum = step / (step + 1)
+            model(images[start : start + batch_size], training=True)
+    finally:
+        for layer, momentum in zip(layers, momenta, strict=True):
+            layer.momentum = momentum
+
+
+class PreciseBatchNorm(keras.callbacks.Callback):
+    """Recompute batch-norm statistics before each validation, so the recorded validation AUC is that of
+    the model that will be saved (placed after ``SwapEMAWeights``, it sees the averaged weights)."""
+
+    def __init__(self, images: np.ndarray, batch_size: int):
         super().__init__()
-        self.path = Path(path)
-        self.monitor = monitor
-        self.best = -math.inf
-        self.best_epoch = 0
+        self.images = images
+        self.batch_size = batch_size
 
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        value = (logs or {}).get(self.monitor)
-        if value is None or not math.isfinite(float(value)) or float(value) <= self.best:
-            return
-        self.best, self.best_epoch = float(value), epoch + 1
-        tmp = self.path.with_name(f".{self.path.stem}.{os.getpid()}.tmp.keras")
-        try:
-            self.model.save(tmp)
-            os.replace(tmp, self.path)
-        finally:
-            tmp.unlink(missing_ok=True)
+    def on_test_begin(self, logs: dict | None = None) -> None:
+        precise_batch_norm(self.model, self.images, self.batch_size)
 
 
 class RunClock:
@@ -49,8 +85,7 @@ class RunClock:
         return time.monotonic() - self.start
 
     def eta(self, epoch: int, epochs: int) -> float:
-        """Seconds left, assuming every remaining job runs all its epochs at the pace seen so far
-        (early stopping makes it an upper bound)."""
+        """Seconds left, assuming every remaining job runs its epochs at the pace seen so far."""
         progress = (self.jobs_done + epoch / max(epochs, 1)) / self.n_jobs
         return self.elapsed() * (1 - progress) / progress if progress > 0 else math.nan
 
@@ -67,12 +102,11 @@ class EpochProgress(keras.callbacks.Callback):
     """One log line per epoch: backbone, fold, epoch, train loss, val AUC, epoch time, run elapsed and ETA.
     Also records each epoch's duration for history.csv."""
 
-    def __init__(self, label: str, epochs: int, clock: RunClock, checkpoint: BestCheckpoint):
+    def __init__(self, label: str, epochs: int, clock: RunClock):
         super().__init__()
         self.label = label
         self.epochs = epochs
         self.clock = clock
-        self.checkpoint = checkpoint
         self.seconds: dict[int, float] = {}
         self._t0 = 0.0
 
@@ -83,14 +117,12 @@ class EpochProgress(keras.callbacks.Callback):
         logs = logs or {}
         self.seconds[epoch + 1] = time.monotonic() - self._t0
         log.info(
-            "%s epoch %d/%d  loss %.4f  val_auc %.4f (best %.4f @%d)  %.1fs  elapsed %s  eta %s",
+            "%s epoch %d/%d  loss %.4f  val_auc %.4f  %.1fs  elapsed %s  eta %s",
             self.label,
             epoch + 1,
             self.epochs,
             logs.get("loss", math.nan),
             logs.get("val_auc", math.nan),
-            self.checkpoint.best,
-            self.checkpoint.best_epoch,
             self.seconds[epoch + 1],
             _clock(self.clock.elapsed()),
             _clock(self.clock.eta(epoch + 1, self.epochs)),

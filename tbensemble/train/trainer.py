@@ -14,12 +14,13 @@ import math
 import sys
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 import pandas as pd
 import tensorflow as tf
 import yaml
@@ -28,10 +29,11 @@ from tbensemble.core import atomic
 from tbensemble.core.config import TrainConfig, config_to_dict, dump_config
 from tbensemble.core.errors import ArtifactError, ConfigError
 from tbensemble.core.metrics import auc, oof_ensemble, within_fold_ranks
+from tbensemble.core.weighting import ensemble_weighting
 from tbensemble.data.folds import assign_folds, class_weights
 from tbensemble.data.validate import validate_training_set
 from tbensemble.train.backbones import build_model, check_weights
-from tbensemble.train.callbacks import BestCheckpoint, EpochProgress, RunClock
+from tbensemble.train.callbacks import EpochProgress, PreciseBatchNorm, RunClock, precise_batch_norm, save_model
 from tbensemble.train.pipeline import decode_error, load_images, training_dataset, validation_dataset
 from tbensemble.train.scoring import predict_views
 
@@ -122,6 +124,16 @@ def _job_seed(seed: int, job: Job) -> int:
     return (seed + zlib.crc32(f"{job.backbone}:{job.fold}".encode())) % (2**31)
 
 
+BATCH_NORM_SAMPLE = 128
+"""Unaugmented training images whose batch statistics become the moving ones (PreciseBN): 4 batches of 32
+estimate them well and add a few tenths of a second to a small net's epoch on 2 CPU cores."""
+
+
+def _batch_norm_sample(paths: list[str], image_size: int, seed: int) -> np.ndarray:
+    chosen = np.random.default_rng(seed).permutation(len(paths))[:BATCH_NORM_SAMPLE]
+    return load_images([paths[i] for i in chosen], image_size).astype(np.float32)[..., None]
+
+
 def _mixed_precision(mode: str) -> bool:
     gpus = tf.config.list_physical_devices("GPU")
     if mode == "on" and not gpus:
@@ -129,11 +141,25 @@ def _mixed_precision(mode: str) -> bool:
     return mode != "off" and bool(gpus)
 
 
-def _compile(model: keras.Model, learning_rate: float) -> None:
+def _steps_per_epoch(n_images: int, batch_size: int) -> int:
+    """Batches per epoch of ``training_dataset`` (it drops the last partial batch when there is a full one)."""
+    return max(n_images // batch_size, 1)
+
+
+def _compile(model: keras.Model, config: TrainConfig, learning_rate: float, steps: int) -> None:
+    """Adam at ``learning_rate``, decayed to zero over the phase's ``steps`` when the schedule is cosine, with
+    an exponential moving average of the weights when ``ema_momentum`` > 0 (fit ends on the averaged weights)."""
+    rate = (
+        keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=max(steps, 1))
+        if config.lr_schedule == "cosine"
+        else learning_rate
+    )
+    ema = config.ema_momentum > 0
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
+        optimizer=keras.optimizers.Adam(rate, use_ema=ema, ema_momentum=config.ema_momentum if ema else 0.99),
         loss="binary_crossentropy",
         metrics=[keras.metrics.AUC(name="auc")],
+        run_eagerly=config.run_eagerly,
     )
 
 
@@ -174,38 +200,42 @@ def _train_job(config: TrainConfig, job: Job, table: pd.DataFrame, run: Path, cl
         val_ds = validation_dataset(
             val_rows["path"].tolist(), val_rows["label"].tolist(), config.image_size, config.batch_size
         )
-        checkpoint = BestCheckpoint(folder / "model.keras")
         label = f"{job.backbone} fold{job.fold} ({job.fold + 1}/{config.folds})"
-        progress = EpochProgress(label, config.epochs, clock, checkpoint)
+        progress = EpochProgress(label, config.epochs, clock)
+        # Validation each epoch sees the averaged weights (the ones saved and scored); it is a record only:
+        # nothing is chosen on it, since this fold then provides the OOF scores.
         pretrained = config.weights is not None
+        # A pretrained backbone's batch-norms are frozen (inference mode): only nets trained from scratch need
+        # their statistics recomputed for the weights that are validated and saved.
+        bn_images = None if pretrained else _batch_norm_sample(train_rows["path"].tolist(), config.image_size, seed)
+        callbacks: list[keras.callbacks.Callback] = []
+        if config.ema_momentum > 0:
+            callbacks.append(keras.callbacks.SwapEMAWeights())
+        if bn_images is not None:
+            callbacks.append(PreciseBatchNorm(bn_images, config.batch_size))
+        callbacks.append(progress)
+        steps = _steps_per_epoch(len(train_rows), config.batch_size)
         warmup = min(config.warmup_epochs, config.epochs) if pretrained else 0
         histories: list[tuple[str, dict]] = []
         if warmup:
             model.get_layer("backbone").trainable = False
-            _compile(model, config.learning_rate)
-            history = _fit(model, train_ds, val_ds, epochs=warmup, callbacks=[checkpoint, progress])
+            _compile(model, config, config.learning_rate, steps * warmup)
+            history = _fit(model, train_ds, val_ds, epochs=warmup, callbacks=callbacks)
             histories.append(("warmup", history.history))
             model.get_layer("backbone").trainable = True
         if config.epochs > warmup:
             learning_rate = config.fine_tune_learning_rate if pretrained else config.learning_rate
-            _compile(model, learning_rate)
-            callbacks = [
-                checkpoint,
-                progress,
-                keras.callbacks.EarlyStopping("val_auc", patience=config.early_stopping_patience, mode="max"),
-                keras.callbacks.ReduceLROnPlateau(
-                    "val_auc", factor=0.3, patience=config.reduce_lr_patience, mode="max", min_lr=1e-6
-                ),
-            ]
+            _compile(model, config, learning_rate, steps * (config.epochs - warmup))
             history = _fit(model, train_ds, val_ds, epochs=config.epochs, initial_epoch=warmup, callbacks=callbacks)
             histories.append(("fine_tune" if pretrained else "train", history.history))
+        if bn_images is not None:
+            precise_batch_norm(model, bn_images, config.batch_size)
+        save_model(model, folder / "model.keras")
+        last_val_auc = float(histories[-1][1]["val_auc"][-1])
 
-        if checkpoint.best_epoch == 0:
-            raise ArtifactError(f"{folder}: no epoch gave a finite validation AUC, so no checkpoint was saved")
-        best = keras.models.load_model(folder / "model.keras")
         images = load_images(val_rows["path"].tolist(), config.image_size)
         views = list(dict.fromkeys(["identity", *config.tta]))
-        per_view = predict_views(best, images, views, config.batch_size)
+        per_view = predict_views(model, images, views, config.batch_size)
         scores = per_view[[views.index(v) for v in config.tta]].mean(axis=0)
     finally:
         keras.mixed_precision.set_global_policy("float32")
@@ -227,8 +257,7 @@ def _train_job(config: TrainConfig, job: Job, table: pd.DataFrame, run: Path, cl
         "backbone": job.backbone,
         "fold": job.fold,
         "val_auc": val_auc,
-        "val_auc_no_tta_best_epoch": checkpoint.best,
-        "best_epoch": checkpoint.best_epoch,
+        "val_auc_no_tta_last_epoch": last_val_auc,
         "epochs": sum(len(h.get("loss", [])) for _, h in histories),
         "seconds": round(time.monotonic() - started, 1),
         "class_weights": {str(k): v for k, v in weights.items()},
@@ -239,9 +268,30 @@ def _train_job(config: TrainConfig, job: Job, table: pd.DataFrame, run: Path, cl
         "weights": config.weights,
         "mixed_precision": mixed,
         "seed": seed,
+        "lr_schedule": config.lr_schedule,
+        "ema_momentum": config.ema_momentum,
     }
     atomic.write_json(folder / "done.json", done)
     return done
+
+
+def train_job(config: TrainConfig, job: Job, table: pd.DataFrame, run: Path, clock: RunClock) -> dict:
+    """Train one backbone × fold into ``run`` (done.json last), with mixed precision as this machine's GPUs
+    allow: the per-fold entry point for workers that train away from the driver (tbensemble.distributed)."""
+    return _train_job(config, job, table, run, clock, _mixed_precision(config.mixed_precision))
+
+
+JobRunner = Callable[[TrainConfig, list[Job], pd.DataFrame, Path, RunClock], Iterator[dict]]
+"""Trains the given jobs into the run folder and yields each one's done.json record as it finishes."""
+
+
+def _serial_jobs(
+    config: TrainConfig, todo: list[Job], table: pd.DataFrame, run: Path, clock: RunClock, mixed: bool
+) -> Iterator[dict]:
+    for job in todo:
+        done = _train_job(config, job, table, run, clock, mixed)
+        clock.jobs_done += 1
+        yield done
 
 
 def _history_frame(histories: list[tuple[str, dict]], seconds: dict[int, float]) -> pd.DataFrame:
@@ -264,7 +314,9 @@ def assemble(run: str | Path, config: TrainConfig, table: pd.DataFrame | None = 
     score among its own fold's (the scale the ensemble averages, so the two compare fairly);
     ``pooled_auc`` pools raw probabilities over folds, which suffers when fold models are calibrated
     differently. ``<backbone>@identity`` columns hold the identity view alone, so reports can show what
-    TTA adds.
+    TTA adds. The ensemble's weights come from ``core.weighting`` (method, weights and the nested
+    cross-validation behind the choice go into metrics.json; ``nested_auc`` is the honest ensemble figure
+    when weights were fitted).
     """
     run = Path(run)
     if table is None:
@@ -298,12 +350,18 @@ def assemble(run: str | Path, config: TrainConfig, table: pd.DataFrame | None = 
         metrics["backbones"][backbone] = entry
     metrics["ensemble"] = None
     if complete:
-        weights = {b: config.ensemble_weights.get(b, 1.0) for b in complete}
-        oof["ensemble"] = oof_ensemble(oof, complete, weights)
+        weighting = ensemble_weighting(oof, complete, config.ensemble_weighting, config.ensemble_weights)
+        oof["ensemble"] = oof_ensemble(oof, complete, weighting["weights"])
+        comparison = weighting["comparison"]
         metrics["ensemble"] = {
             "backbones": complete,
-            "weights": weights,
+            "weights": weighting["weights"],
+            "weighting": weighting["method"],
             "oof_auc": auc(oof["label"].to_numpy(), oof["ensemble"].to_numpy(), "ensemble OOF"),
+            "nested_auc": comparison["methods"][weighting["method"]]["nested_auc"]
+            if comparison and weighting["method"] in comparison["methods"]
+            else None,
+            "weighting_comparison": comparison,
         }
         atomic.write_csv(run / "oof.csv", oof)
     else:
@@ -317,13 +375,15 @@ def train_folds(
     backbones: Sequence[str] | None = None,
     folds: Sequence[int] | None = None,
     force: bool = False,
+    runner: JobRunner | None = None,
 ) -> dict:
     """Train the chosen backbones × folds of ``config`` (all by default) into ``config.out``, skipping
     finished ones unless ``force``; then assemble oof.csv + metrics.json. Returns a summary with
-    ``trained``, ``skipped`` and ``metrics``."""
+    ``trained``, ``skipped`` and ``metrics``. ``runner`` trains the jobs elsewhere (e.g. on Ray workers,
+    each deciding mixed precision itself); by default they run here, one after the other."""
     jobs = _select(config, backbones, folds)
     check_weights(sorted({job.backbone for job in jobs}), config.weights)
-    mixed = _mixed_precision(config.mixed_precision)
+    mixed = runner is None and _mixed_precision(config.mixed_precision)
     frame = validate_training_set(config.data)
     run = Path(config.out)
     run.mkdir(parents=True, exist_ok=True)
@@ -344,13 +404,14 @@ def train_folds(
     )
     clock = RunClock(len(todo))
     trained = []
-    for job in todo:
-        done = _train_job(config, job, table, run, clock, mixed)
-        clock.jobs_done += 1
+    jobs_run = (
+        runner(config, todo, table, run, clock) if runner else _serial_jobs(config, todo, table, run, clock, mixed)
+    )
+    for done in jobs_run:
         log.info(
             "%s fold%d: val AUC %.4f (TTA %s), %d epochs, %.0fs",
-            job.backbone,
-            job.fold,
+            done["backbone"],
+            done["fold"],
             done["val_auc"],
             "+".join(config.tta),
             done["epochs"],

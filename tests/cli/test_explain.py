@@ -58,7 +58,9 @@ def test_explain_on_16bit_png_dicom_and_jpeg(tmp_path: Path) -> None:
         assert overlay.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert Image.open(overlay).size[0] > 100
     table = pd.read_csv(out / "explain.csv")
-    assert set(table["decision"]) <= {"TB", "normal"} and len(table) == 3
+    assert set(table["decision"]) <= {"TB", "normal", "refer"} and len(table) == 3
+    scan = table.set_index(table["image"].map(lambda p: Path(p).name)).loc["scan.dcm"]
+    assert scan["decision"] == "refer" and "dicom_modality=OT" in scan["reasons"], "an OT DICOM is no radiograph"
     assert table["probability"].between(0.1, 0.9).all() and table["score"].between(0, 1).all()
     assert "p(TB)" in result.output
 

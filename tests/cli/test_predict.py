@@ -30,8 +30,8 @@ def test_predict_folder_writes_submission_and_prints_few_images(artifacts, tmp_p
     assert frame["image_id"].tolist() == [p.name for p in paths]
     for path in paths:
         line = next(line for line in result.output.splitlines() if line.startswith(path.name))
-        assert "score " in line and "p(TB) " in line and "at sensitivity>=0.90 (threshold" in line
-        assert " TB at " in line or " normal at " in line
+        assert "score " in line and "p(TB) " in line and "at sensitivity>=0.90@lcb95 (threshold" in line
+        assert " TB at " in line or " normal at " in line or " refer (" in line
 
 
 def test_single_file_gets_the_same_historical_score_as_in_a_batch(artifacts, tmp_path):

@@ -109,7 +109,7 @@ def test_missing_data_folder_is_named(tmp_path):
 def test_small_backbone_with_imagenet_weights_fails_before_training(demo, tmp_path):
     config = write_config(tmp_path / "c.yaml", data=str(demo), out=str(tmp_path / "run"), backbones=["tinycnn"])
     error = one_error_line(run_cli("--config", config))
-    assert error.startswith("error: weights: tinycnn has no pretrained weights")
+    assert error.startswith("error: weights: tinycnn has no ImageNet weights")
 
 
 @pytest.mark.parametrize("name", ["quickstart", "leaderboard"])
@@ -121,3 +121,21 @@ def test_shipped_configs_are_valid(name):
     else:
         assert len(config.backbones) == 2 and config.weights is None and config.data == "data/demo"
     assert "hflip" not in config.tta and not config.augment.hflip
+
+
+def test_ensemble_weighting_is_reported_after_the_table(demo, tmp_path, monkeypatch):
+    metrics = {
+        "folds": 2,
+        "backbones": {b: {"fold_auc": {"0": 0.9, "1": 0.9}, "oof_auc": 0.9, "pooled_auc": 0.9} for b in ("a", "b")},
+        "missing": [],
+        "ensemble": {"weights": {"a": 0.75, "b": 0.25}, "weighting": "stacked", "oof_auc": 0.93, "nested_auc": 0.92},
+    }
+    summary = {"run": str(tmp_path), "trained": [], "skipped": [], "metrics": metrics, "seconds": 1.0}
+    monkeypatch.setattr("tbensemble.train.trainer.train_folds", lambda *args, **kwargs: summary)
+    config = write_config(tmp_path / "c.yaml", data=str(demo), out=str(tmp_path / "run"), weights=None)
+    result = run_cli("--config", config)
+    assert result.exit_code == 0, result.output
+    assert (
+        "ensemble weights: stacked (a 0.75, b 0.25, nested-CV AUC 0.9200); every method in metrics.json"
+        in result.output
+    )

@@ -54,6 +54,9 @@ def test_dump_round_trips(tmp_path: Path) -> None:
         ("ensemble_weights: {vgg16: 1}\n", "'ensemble_weights.vgg16' names no backbone"),
         ("learning_rate: 0\n", "'learning_rate' must be > 0"),
         ("epochs: true\n", "'epochs' must be int"),
+        ("ema_momentum: 1.0\n", "'ema_momentum' must be in [0, 1)"),
+        ("lr_schedule: step\n", "'lr_schedule' must be one of cosine, constant"),
+        ("ensemble_weighting: best\n", "'ensemble_weighting' must be one of auto, equal, auc, greedy, stacked"),
     ],
 )
 def test_errors_name_the_key(tmp_path: Path, text: str, fragment: str) -> None:
@@ -77,3 +80,11 @@ def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
 
 def test_dataclass_defaults_validate() -> None:
     assert isinstance(load_config(None), TrainConfig)
+
+
+def test_keys_that_chose_epochs_on_the_scored_fold_still_load_and_are_ignored(tmp_path: Path, caplog) -> None:
+    """Runs made before fixed schedules hold early_stopping_patience / reduce_lr_patience: export reads them."""
+    config = load_config(write(tmp_path, "early_stopping_patience: 5\nreduce_lr_patience: 2\nepochs: 7\n"))
+    assert config.epochs == 7
+    assert "early_stopping_patience" not in dump_config(config)
+    assert "config key 'early_stopping_patience' is ignored" in caplog.text

@@ -134,6 +134,9 @@ def test_garbage_files(tmp_path: Path) -> None:
         with pytest.raises(ArtifactError, match=r"manifest\.json: ") as info:
             load_manifest(tmp_path)
         assert message in str(info.value)
+    path.write_text(" " * (16 << 20) + "{}")
+    with pytest.raises(ArtifactError, match="is too large for a manifest"):
+        load_manifest(tmp_path)
     path.write_bytes(b"\xff\xfe{}")
     with pytest.raises(ArtifactError, match="not valid JSON"):
         load_manifest(tmp_path)

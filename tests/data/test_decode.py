@@ -9,42 +9,17 @@ import numpy as np
 import pydicom
 import pytest
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, generate_uid
+from pydicom.uid import JPEG2000Lossless
 
 from tbensemble.core.errors import DataError
+from tbensemble.data import decode
 from tbensemble.data.decode import IMAGE_SUFFIXES, decode_gray, is_image_file, load_image
+from tests.data.dicom_files import write_dicom
 
 RAMP = np.tile(np.arange(0, 256, 8, dtype=np.uint8), (16, 1))  # 16×32, every column a different value
-
-
-def write_dicom(path, pixels: np.ndarray, photometric: str = "MONOCHROME2", bits: int = 12, **attrs) -> None:
-    """A minimal uncompressed DICOM (Explicit VR Little Endian) with a 128-byte preamble."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"  # Computed Radiography Image Storage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.preamble = b"\0" * 128
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "CR"
-    ds.Rows, ds.Columns = pixels.shape[-2:]
-    if pixels.ndim == 3:
-        ds.NumberOfFrames = pixels.shape[0]
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = photometric
-    ds.BitsAllocated = 16
-    ds.BitsStored = bits
-    ds.HighBit = bits - 1
-    ds.PixelRepresentation = 0
-    for key, value in attrs.items():
-        setattr(ds, key, value)
-    ds.PixelData = pixels.astype("<u2").tobytes()
-    ds.save_as(path, enforce_file_format=True)
 
 
 def test_png_8bit_gray_is_exact(tmp_path):
@@ -219,3 +194,69 @@ def test_load_image_jpeg_draft_and_dicom(tmp_path):
     assert np.abs(small.astype(int) - full.astype(int)).max() <= 4  # reduced-scale decode stays close
     write_dicom(tmp_path / "a.dcm", np.tile(np.arange(0, 4096, 64, dtype=np.uint16), (64, 1)))
     assert load_image(tmp_path / "a.dcm", 16).shape == (16, 16)
+
+
+@pytest.fixture
+def limit():
+    """Set the process-wide pixel limit for one test; the default comes back afterwards."""
+    yield decode.set_max_pixels
+    decode.set_max_pixels(decode.DEFAULT_MAX_PIXELS)
+
+
+def test_png_above_the_pixel_limit_is_refused_before_decoding(tmp_path, limit, monkeypatch):
+    Image.fromarray(np.zeros((100, 120), np.uint8)).save(tmp_path / "big.png")
+    limit(11_999)
+    monkeypatch.setattr(Image.Image, "load", lambda self: pytest.fail("pixels decoded"))
+    for call in (decode_gray, lambda p: load_image(p, 16)):
+        with pytest.raises(DataError, match=r"big\.png: refused \(declares 0\.0 megapixels, above the 0\.011999"):
+            call(tmp_path / "big.png")
+
+
+def test_pixel_limit_in_check_limits_and_pillow_agree(tmp_path, limit):
+    """Pillow's MAX_IMAGE_PIXELS follows the limit: its own bomb check refuses exactly above it too."""
+    limit(12_000)
+    decode.check_limits(120, 100)
+    with pytest.raises(decode.ImageRefused, match=r"declares 121×100 = 0\.0 megapixels"):
+        decode.check_limits(121, 100)
+    assert 2 * Image.MAX_IMAGE_PIXELS == 12_000
+    Image.fromarray(np.zeros((100, 121), np.uint8)).save(tmp_path / "a.png")
+    with pytest.raises(Image.DecompressionBombError):
+        Image.open(tmp_path / "a.png")
+    limit(12_100)
+    assert decode_gray(tmp_path / "a.png").shape == (100, 121)
+
+
+@pytest.mark.parametrize(("width", "height"), [(1, 100000), (1001, 100), (100, 1001)])
+def test_absurd_aspect_ratio_is_refused(tmp_path, width, height):
+    Image.new("L", (width, height)).save(tmp_path / "a.png")
+    with pytest.raises(DataError, match=rf"declares {width}×{height} pixels, an aspect ratio above 10:1"):
+        decode_gray(tmp_path / "a.png")
+
+
+def test_aspect_ratio_of_a_long_leg_image_is_accepted(tmp_path):
+    Image.new("L", (100, 400)).save(tmp_path / "a.png")
+    assert decode_gray(tmp_path / "a.png").shape == (400, 100)
+
+
+def test_dicom_limits_read_from_the_header(tmp_path, limit):
+    write_dicom(tmp_path / "a.dcm", np.zeros((100, 120), np.uint16))
+    limit(11_999)
+    with pytest.raises(DataError, match=r"a\.dcm: refused \(declares 120×100 = 0\.0 megapixels"):
+        decode_gray(tmp_path / "a.dcm")
+
+
+@pytest.mark.parametrize("character", ["\r", "\n", "\t", "\x1b", "\udcff"])
+def test_control_characters_and_undecodable_bytes_in_names_are_refused(tmp_path, character):
+    """A CR split the CSV row; '\\udcff' is how Python spells a file-name byte that is not UTF-8."""
+    path = tmp_path / f"bad{character}name.png"
+    Image.fromarray(RAMP).save(path)
+    with pytest.raises(DataError) as info:
+        decode_gray(path)
+    message = str(info.value)
+    assert message.isprintable() and f"bad{repr(character)[1:-1]}name.png: refused (file name holds" in message
+
+
+def test_ordinary_unicode_and_spaces_in_names_are_fine(tmp_path):
+    path = tmp_path / "Röntgen thorax 1.png"
+    Image.fromarray(RAMP).save(path)
+    np.testing.assert_array_equal(decode_gray(path), RAMP)

@@ -35,6 +35,9 @@ def test_every_pacs_transfer_syntax_decodes_like_uncompressed(plain, tmp_path, n
     difference = np.abs(decode_gray(path).astype(int) - decode_gray(plain).astype(int)).max()
     assert difference <= (2 if name in LOSSY else 0), difference
     assert read_header(path).transfer_syntax == SYNTAXES[name]
+    if name.startswith("jpeg-lossless"):  # a real lossless JPEG stream: Start Of Frame 3
+        ds = pydicom.dcmread(path)
+        assert b"\xff\xc3" in next(pydicom.encaps.generate_frames(ds.PixelData, number_of_frames=1))
 
 
 def test_multiframe_decodes_the_first_frame_only(tmp_path):
@@ -108,3 +111,26 @@ def test_unknown_transfer_syntax_is_named(tmp_path):
     assert "no decoder" in dicom.missing_decoder("1.2.840.10008.1.2.4.100")
     with pytest.raises(DataError, match=r"video\.dcm: cannot decode"):
         decode_gray(tmp_path / "video.dcm")
+
+
+@pytest.mark.parametrize("name", ["jpeg-ls-lossless", "jpeg2000-lossless", "jpeg-lossless-sv1", "jpeg2000"])
+def test_codestream_larger_than_the_header_is_refused_before_the_codec(tmp_path, name):
+    """A 2 kB JPEG-LS frame of 12000×12000 under a 16×16 header took 600 MB, then was cropped and scored."""
+    write_dicom(tmp_path / "big.dcm", np.zeros((200, 240), np.uint16))
+    ds = pydicom.dcmread(transcode(tmp_path / "big.dcm", tmp_path / "c.dcm", name))
+    ds.Rows, ds.Columns = 16, 16
+    ds.save_as(tmp_path / "liar.dcm")
+    with pytest.raises(
+        DataError, match=r"liar\.dcm: cannot decode \(the codestream declares 240×200 pixels, the header 16×16\)"
+    ):
+        decode_gray(tmp_path / "liar.dcm")
+
+
+@pytest.mark.parametrize("implicit", [True, False])
+def test_bare_data_set_without_file_meta_decodes(tmp_path, implicit):
+    ds = cr_dataset(np.array([[0, 1000, 4000]], np.uint16))
+    del ds.file_meta
+    ds.preamble = None
+    ds.save_as(tmp_path / "bare.dcm", implicit_vr=implicit, little_endian=True)
+    assert read_header(tmp_path / "bare.dcm").transfer_syntax is None
+    np.testing.assert_array_equal(decode_gray(tmp_path / "bare.dcm"), [[0, 64, 255]])

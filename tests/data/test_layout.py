@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from tbensemble.data.layout import (
     load_training_set,
     natural_key,
     read_sample_submission,
+    submission_ids,
 )
 
 
@@ -126,3 +128,23 @@ def test_read_sample_submission_errors(tmp_path, content, message):
     with pytest.raises(DataError, match=message) as info:
         read_sample_submission(path)
     assert str(info.value).startswith(str(path))
+
+
+def test_symlink_loop_and_dangling_link_named_like_images_are_listed(tmp_path, caplog):
+    """Listed so decoding names them as bad files; before, the loop raised ELOOP out of os.scandir."""
+    png(tmp_path / "a.png")
+    (tmp_path / "loop.png").symlink_to("loop.png")
+    (tmp_path / "gone.dcm").symlink_to(tmp_path / "nowhere.dcm")
+    (tmp_path / "loop").symlink_to("loop")
+    os.mkfifo(tmp_path / "pipe.png")  # never listed: opening a FIFO would block the decoder forever
+    (tmp_path / "sub.png").mkdir()
+    with caplog.at_level(logging.INFO):
+        assert list_images(tmp_path)["image_id"].tolist() == ["a.png", "gone.dcm", "loop.png"]
+    assert "loop" in caplog.text  # the suffix-less loop is ignored, with a word
+
+
+def test_submission_ids_by_name_or_stem_and_clashes_named():
+    assert submission_ids(["a.png", "b"], ["a.png", "b.png"]) == {"a.png": "a.png", "b.png": "b.png"}
+    assert submission_ids(["a", "b"], ["a.png", "b.dcm"]) == {"a.png": "a", "b.dcm": "b"}
+    with pytest.raises(DataError, match=r"several files give the same id: test1\.jpg and test1\.png -> test1$"):
+        submission_ids(["test1", "test2"], ["test1.png", "test2.png", "test1.jpg"])

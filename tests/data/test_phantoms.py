@@ -146,3 +146,27 @@ def test_rewrite_replaces_a_previous_demo_but_refuses_other_folders(tmp_path) ->
 def test_bad_arguments_name_the_key(tmp_path) -> None:
     with pytest.raises(ConfigError, match=r"^positive_rate"):
         write_demo_dataset(tmp_path / "x", n_train=4, positive_rate=0.0)
+
+
+def test_sites_image_the_same_patients_and_lesions_differently() -> None:
+    from tbensemble.data.phantoms import DEFAULT_SITE, SITES
+
+    default, _ = make_phantom(np.random.default_rng(7), True, 64)
+    assert np.array_equal(make_phantom(np.random.default_rng(7), True, 64, site=DEFAULT_SITE)[0], default)
+    masks = {name: make_phantom(np.random.default_rng(7), True, 64, site=name)[1] for name in SITES}
+    assert all(np.array_equal(mask, masks[DEFAULT_SITE]) for mask in masks.values()), "same lesions at every site"
+    images = {name: make_phantom(np.random.default_rng(7), True, 64, site=name)[0] for name in SITES}
+    assert all(not np.array_equal(images[name], default) for name in SITES if name != DEFAULT_SITE)
+    with pytest.raises(ValueError, match="site 'nowhere'"):
+        make_phantom(np.random.default_rng(7), True, 64, site="nowhere")
+
+
+def test_site_dataset_keeps_labels_and_records_the_site(tmp_path) -> None:
+    a = write_demo_dataset(tmp_path / "a", n_train=10, n_test=5, size=32, seed=4, workers=1)
+    b = write_demo_dataset(tmp_path / "b", n_train=10, n_test=5, size=32, seed=4, workers=1, site="hospital-b")
+    assert a["site"] == "hospital-a" and b["site"] == "hospital-b"
+    for name in ("train_labels.csv", "_truth/test_labels.csv"):
+        assert (tmp_path / "a" / name).read_text() == (tmp_path / "b" / name).read_text()
+    assert "site: hospital-b" in (tmp_path / "b" / "_truth" / "PROVENANCE.txt").read_text()
+    with pytest.raises(ConfigError, match="site"):
+        write_demo_dataset(tmp_path / "c", n_train=4, n_test=0, size=16, site="nowhere")

@@ -184,3 +184,30 @@ def test_summary_reports_unreadable_headers_and_decode_failures(tmp_path):
     assert len(summarise_dataset(tmp_path)["problems"]) == 1
     decoded = summarise_dataset(tmp_path, check_decode=True)["problems"]
     assert len(decoded) == 1 and decoded[0].startswith("2 of 4 images cannot be decoded")
+
+
+def test_transfer_syntax_no_decoder_here_stops_training_before_it_starts(tmp_path):
+    from pydicom.encaps import encapsulate
+
+    from tests.data.dicom_files import cr_dataset
+
+    dataset(tmp_path, GOOD_ROWS.replace("train4,1", "scan,1"), files=("train1.png", "train2.png", "train3.png"))
+    ds = cr_dataset(np.zeros((8, 8), np.uint16))
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.100"  # MPEG-2: pydicom has no decoder
+    ds.PixelData = encapsulate([b"\0\0\1\xb3 not really MPEG"])
+    ds.save_as(tmp_path / "train" / "scan.dcm")
+    text = problem_text(tmp_path)
+    assert "1 training images in MPEG2 Main Profile / Main Level (1.2.840.10008.1.2.4.100)" in text
+    assert "which this install cannot decode (pydicom has no decoder for it)" in text
+    assert "cannot be decoded:" not in text  # named once, by its syntax, not again by the decode pass
+    summary = summarise_dataset(tmp_path)
+    assert summary["undecodable_syntaxes"] == ["MPEG2 Main Profile / Main Level (1.2.840.10008.1.2.4.100)"]
+    assert summary["transfer_syntaxes"] == {"MPEG2 Main Profile / Main Level (1.2.840.10008.1.2.4.100)": 1}
+
+
+def test_images_above_the_limits_are_problems_from_their_headers(tmp_path):
+    dataset(tmp_path, GOOD_ROWS)
+    Image.new("L", (1, 5000)).save(tmp_path / "train" / "train2.png")
+    text = problem_text(tmp_path)
+    assert "1 of 4 training images refused before decoding: " in text
+    assert "train2.png (declares 1×5000 pixels, an aspect ratio above 10:1)" in text

@@ -46,8 +46,15 @@ def test_manifest_weights_references_and_operating_points(tmp_path):
     assert first.oof_scores_sorted == quantile_reference(fold0["tinycnn"])
     assert first.file == "onnx/tinycnn-f0.onnx" and len(first.sha256) == 64
     assert first.head_weights == [0.5, -0.5] and first.input.size == 32
-    assert manifest.ensemble.default_operating_point == "sensitivity>=0.90"
-    assert manifest.ensemble.operating_points["sensitivity>=0.90"]["sensitivity"] >= 0.90
+    points = manifest.ensemble.operating_points
+    assert manifest.ensemble.default_operating_point == "sensitivity>=0.90@lcb95"
+    assert points["sensitivity>=0.90"]["sensitivity"] >= 0.90
+    guaranteed = points["sensitivity>=0.90@lcb95"]
+    assert guaranteed["threshold"] <= points["sensitivity>=0.90"]["threshold"]
+    assert guaranteed["guarantee"]["n_positives"] == 20 and not guaranteed["guarantee"]["achieved"]
+    assert manifest.ensemble.refer["disagreement"]["threshold"] > 0
+    assert manifest.ensemble.refer["features"] is None, "no 'features' output, so no feature reference"
+    assert sum(manifest.ensemble.drift["expected"]) == pytest.approx(1.0)
     assert manifest.ensemble.tta == config.tta
     assert manifest.ensemble.calibration["method"] == "isotonic"
 

@@ -6,7 +6,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from tbensemble.core.errors import ArtifactError
+from tbensemble.core.errors import ArtifactError, TbensError
 from tbensemble.core.manifest import load_manifest, verify_model_files
 from tbensemble.export import parity
 from tbensemble.export.onnx_export import export_run
@@ -90,8 +90,9 @@ def test_export_refuses_a_run_without_finished_models(tmp_path):
     (run / "config.yaml").write_text("backbones: [tinycnn]\nimage_size: 32\nweights: null\nfolds: 2\n")
     with pytest.raises(ArtifactError, match="no finished fold model"):
         export_run(run, isolate=False)
-    with pytest.raises(ArtifactError, match=r"config.yaml: not found"):
+    with pytest.raises(TbensError, match=r"config.yaml: not found") as info:
         export_run(tmp_path, isolate=False)
+    assert info.value.exit_code == 2, "a folder that is not a run is a usage error, not a broken artifact"
     assert json.dumps(sorted(p.name for p in run.rglob("*"))) == json.dumps(
         ["config.yaml", "fold0", "models", "tinycnn"]
     )

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
+import zipfile
 
+import h5py
 import keras
 import numpy as np
 import pandas as pd
@@ -74,7 +77,7 @@ def test_split_run_assembles_oof_then_resume_trains_nothing_and_force_retrains(d
     history = pd.read_csv(fold_dir(run, "tinycnn", 0) / "history.csv")
     assert {"epoch", "phase", "loss", "val_auc", "seconds"} <= set(history.columns)
 
-    # The saved best model and predict_tta reproduce the OOF scores (what export's parity builds on).
+    # The saved (last, weight-averaged) model and predict_tta reproduce the OOF scores (what export's parity builds on).
     val = oof[oof["fold"] == 0]
     folds = pd.read_csv(run / "folds.csv", dtype={"image_id": str}).set_index("image_id")
     assert (folds.loc[val["image_id"], "fold"] == 0).all()
@@ -84,6 +87,11 @@ def test_split_run_assembles_oof_then_resume_trains_nothing_and_force_retrains(d
     np.testing.assert_allclose(scores, val["tinycnn"].to_numpy(), atol=1e-6)
     identity = predict_tta(model, load_images(paths, 32), ["identity"], batch_size=16)
     np.testing.assert_allclose(identity, val["tinycnn@identity"].to_numpy(), atol=1e-6)
+
+    # The model file holds the weights only: no Adam moments, no second copy for the weight average.
+    with zipfile.ZipFile(fold_dir(run, "tinycnn", 0) / "model.keras") as archive:
+        weights = h5py.File(io.BytesIO(archive.read("model.weights.h5")))
+        assert "optimizer" not in weights
 
     before = mtimes(run)
 
@@ -105,6 +113,30 @@ def test_split_run_assembles_oof_then_resume_trains_nothing_and_force_retrains(d
     monkeypatch.setattr(trainer, "_train_job", record)
     forced = train_folds(config, folds=[0], force=True)
     assert retrained == forced["trained"] == [("tinycnn", 0)]
+
+
+@pytest.mark.slow
+def test_the_scored_fold_chooses_nothing(demo, tmp_path, monkeypatch):
+    """No selection optimism in OOF scores: with the validation fold's labels flipped, the saved model and its
+    scores are the same (epochs and rates are fixed), while the recorded validation AUC does see the flip."""
+    real = trainer.validation_dataset
+    runs = {}
+    for flipped in (False, True):
+
+        def validation(paths, labels, image_size, batch_size, flipped=flipped):
+            return real(paths, [1 - label for label in labels] if flipped else labels, image_size, batch_size)
+
+        monkeypatch.setattr(trainer, "validation_dataset", validation)
+        runs[flipped] = tmp_path / f"flipped-{flipped}"
+        train_folds(tiny_config(demo, runs[flipped], epochs=3), folds=[0])
+
+    scores = {k: pd.read_csv(fold_dir(run, "tinycnn", 0) / "val_scores.csv") for k, run in runs.items()}
+    np.testing.assert_array_equal(scores[True]["score"], scores[False]["score"])
+    history = {k: pd.read_csv(fold_dir(run, "tinycnn", 0) / "history.csv") for k, run in runs.items()}
+    assert len(history[True]) == len(history[False]) == 3
+    np.testing.assert_allclose(history[True]["val_auc"], 1 - history[False]["val_auc"], atol=0.02)
+    done = json.loads((fold_dir(runs[False], "tinycnn", 0) / "done.json").read_text())
+    assert done["epochs"] == 3 and done["ema_momentum"] == 0.99 and done["lr_schedule"] == "cosine"
 
 
 def test_class_weights_come_from_the_fold_training_split_only(demo, tmp_path, monkeypatch):
@@ -166,6 +198,6 @@ def test_backbone_or_fold_outside_the_config_is_refused(demo, tmp_path):
         train_folds(config, backbones=["resnet50"])
     with pytest.raises(ConfigError, match=r"--folds: fold 2 is out of range 0..1"):
         train_folds(config, folds=[2])
-    with pytest.raises(ConfigError, match="weights: tinycnn has no pretrained weights"):
+    with pytest.raises(ConfigError, match="weights: tinycnn has no ImageNet weights"):
         train_folds(tiny_config(demo, tmp_path / "run", weights="imagenet"))
     assert not (tmp_path / "run").exists()

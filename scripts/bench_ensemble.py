@@ -1,0 +1,277 @@
+"""Does the ensemble earn its keep? The seed's way against the configured ensemble and its members, on
+fresh phantoms, over several seeds so the run-to-run spread shows beside the gain.
+
+Per seed: a phantom training set and a test set of the same generator (``--difficulty``), then
+- the seed's way: one model of the config's first backbone, one 80/20 split (fold 0 of 5), no TTA;
+- the configured ensemble: every backbone x every fold (``tbens train-folds``), TTA, each fold model's test
+  scores ranked within the test batch, averaged with the weights train-folds chose (what ``tbens predict``
+  does; export's parity check keeps Keras and ONNX Runtime within 1e-4, so Keras scores stand in here);
+- each member alone: its folds' ranks averaged, TTA (and the equal-weight ensemble when other weights
+  were chosen).
+It prints test AUC with 95% intervals, the ensemble's paired gain over its best member and over the
+seed's way (stratified bootstrap on the test images), training time, OOF AUC against test AUC, and the
+validation-AUC swing (std over the last ``--swing-epochs`` epochs of each fold's history.csv).
+
+    python scripts/bench_ensemble.py --config configs/quickstart.yaml --seeds 1,2 --out /tmp/bench
+    python scripts/bench_ensemble.py --config configs/quickstart.yaml --seeds 1 --difficulty 0.6 --out /tmp/hard
+    python scripts/bench_ensemble.py --runs RUN_A,RUN_B --test-data /tmp/bench/seed1/data   # score existing runs
+    python scripts/bench_ensemble.py --swing RUN_A,RUN_B --swing-epochs 6                    # swing only
+
+Wrap it in ``flock /tmp/tbens-heavy.lock`` on a shared machine; one quickstart seed takes about 8 minutes
+on 2 CPU cores. Runs are kept under ``--out`` (resumable: finished folds are skipped).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tbensemble.core.bootstrap import auc_samples, bootstrap_indices, percentile_interval
+from tbensemble.core.config import TrainConfig, load_config
+from tbensemble.core.metrics import auc, rank_average
+
+
+def make_data(folder: Path, seed: int, n_train: int, n_test: int, difficulty: float) -> Path:
+    from tbensemble.data.phantoms import write_demo_dataset
+
+    if not (folder / "_truth" / "test_labels.csv").is_file():
+        write_demo_dataset(folder, n_train=n_train, n_test=n_test, seed=seed, difficulty=difficulty)
+    return folder
+
+
+def train(config: TrainConfig, backbones: list[str] | None = None, folds: list[int] | None = None) -> float:
+    """Train (resuming) and return the wall time of this call."""
+    from tbensemble.train.trainer import train_folds
+
+    start = time.monotonic()
+    train_folds(config, backbones=backbones, folds=folds)
+    return time.monotonic() - start
+
+
+def test_scores(run: Path, config: TrainConfig, data: Path, views: list[str], folds: list[int]) -> dict[str, dict]:
+    """Per backbone, per fold model: TTA-mean probability of every test image, in test_labels.csv order."""
+    import keras
+
+    from tbensemble.train.pipeline import load_images
+    from tbensemble.train.scoring import predict_tta
+    from tbensemble.train.trainer import fold_dir
+
+    truth = pd.read_csv(data / "_truth" / "test_labels.csv", dtype={"image_id": str})
+    images = load_images([str(data / "test" / i) for i in truth["image_id"]], config.image_size)
+    scores: dict[str, dict] = {}
+    for backbone in config.backbones:
+        for fold in folds:
+            model = keras.models.load_model(fold_dir(run, backbone, fold) / "model.keras", compile=False)
+            scores.setdefault(backbone, {})[fold] = predict_tta(model, images, views, config.batch_size)
+            keras.backend.clear_session()
+    return scores
+
+
+def run_weights(run: Path, backbones: list[str]) -> dict[str, float]:
+    ensemble = json.loads((run / "metrics.json").read_text())["ensemble"]
+    return {b: float(ensemble["weights"][b]) for b in backbones}
+
+
+def ensemble_of(scores: dict[str, dict], weights: dict[str, float]) -> np.ndarray:
+    """The engine's batch ensemble: each fold model's scores to ranks, weighted mean (backbone weight shared
+    among its folds)."""
+    columns = {f"{b}-f{k}": s for b, per_fold in scores.items() for k, s in per_fold.items()}
+    model_weights = {f"{b}-f{k}": weights[b] / len(scores[b]) for b, per_fold in scores.items() for k in per_fold}
+    return rank_average(columns, model_weights)
+
+
+def swing(run: Path, backbones: list[str], last: int) -> dict[str, dict[str, float]]:
+    """Validation AUC over each fold's last ``last`` epochs: its std, its mean absolute change from one epoch
+    to the next, and its largest drop between two epochs (a rise is learning, a drop is a swing), averaged
+    over folds; and its lowest value in any fold over all epochs."""
+    out = {}
+    for backbone in backbones:
+        histories = [pd.read_csv(p)["val_auc"] for p in sorted((run / "models" / backbone).glob("fold*/history.csv"))]
+        if not histories:
+            continue
+        tails = [h.tail(last) for h in histories]
+        out[backbone] = {
+            "std": float(np.mean([t.std(ddof=1) for t in tails])),
+            "mean_abs_step": float(np.mean([t.diff().abs().mean() for t in tails])),
+            "largest_drop": float(np.mean([max(0.0, -t.diff().min()) for t in tails])),
+            "min_all_epochs": float(min(h.min() for h in histories)),
+        }
+    return out
+
+
+def _swing_line(swings: dict[str, dict[str, float]]) -> str:
+    return "; ".join(
+        f"{b} std {s['std']:.4f}, mean |step| {s['mean_abs_step']:.4f}, largest drop {s['largest_drop']:.4f}, "
+        f"lowest {s['min_all_epochs']:.3f}"
+        for b, s in swings.items()
+    )
+
+
+def compare(labels: np.ndarray, columns: dict[str, np.ndarray], pairs: list[tuple[str, str]], n_boot: int) -> dict:
+    indices = bootstrap_indices(labels, n_boot, seed=0)
+    samples = {name: auc_samples(labels, s, indices) for name, s in columns.items()}
+    result: dict[str, Any] = {}
+    for name, s in columns.items():
+        low, high = percentile_interval(samples[name])
+        result[name] = {"auc": auc(labels, s, name), "ci": [low, high]}
+    for new, old in pairs:
+        low, high = percentile_interval(samples[new] - samples[old])
+        result[f"{new} - {old}"] = {"delta": result[new]["auc"] - result[old]["auc"], "ci": [low, high]}
+    return result
+
+
+def bench_seed(args: argparse.Namespace, base: TrainConfig, seed: int) -> dict[str, Any]:
+    root = Path(args.out) / f"seed{seed}"
+    data = make_data(root / "data", seed, args.n_train, args.n_test, args.difficulty)
+    labels = pd.read_csv(data / "_truth" / "test_labels.csv")["label"].to_numpy()
+
+    ensemble_config = dataclasses.replace(base, data=str(data), out=str(root / "ensemble"), seed=base.seed + seed)
+    ensemble_seconds = train(ensemble_config)
+    folds = list(range(base.folds))
+    scores = test_scores(root / "ensemble", ensemble_config, data, list(base.tta), folds)
+    weights = run_weights(root / "ensemble", list(base.backbones))
+
+    single = base.backbones[0]
+    seed_config = dataclasses.replace(
+        base,
+        data=str(data),
+        out=str(root / "seed-way"),
+        backbones=[single],
+        folds=5,
+        tta=["identity"],
+        seed=base.seed + seed,
+    )
+    seed_seconds = train(seed_config, folds=[0])
+    seed_scores = test_scores(root / "seed-way", seed_config, data, ["identity"], [0])[single][0]
+
+    columns = {"ensemble": ensemble_of(scores, weights), "seed's way": seed_scores}
+    if len(set(weights.values())) > 1:
+        columns["ensemble, equal weights"] = ensemble_of(scores, dict.fromkeys(weights, 1.0))
+    for backbone in base.backbones:
+        columns[backbone] = ensemble_of({backbone: scores[backbone]}, {backbone: 1.0})
+    member_auc = {b: auc(labels, columns[b]) for b in base.backbones}
+    best = max(member_auc, key=member_auc.__getitem__)
+    result = compare(labels, columns, [("ensemble", best), ("ensemble", "seed's way")], args.bootstrap)
+    metrics = json.loads((root / "ensemble" / "metrics.json").read_text())
+    return {
+        "seed": seed,
+        "n_test": int(labels.size),
+        "n_test_tb": int(labels.sum()),
+        "test": result,
+        "best_member": best,
+        "weighting": metrics["ensemble"]["weighting"],
+        "weights": weights,
+        "oof_auc": {b: metrics["backbones"][b]["oof_auc"] for b in base.backbones}
+        | {"ensemble": metrics["ensemble"]["oof_auc"]},
+        "nested_auc": {m: r["nested_auc"] for m, r in metrics["ensemble"]["weighting_comparison"]["methods"].items()}
+        if metrics["ensemble"].get("weighting_comparison")
+        else None,
+        "train_seconds": {"ensemble": ensemble_seconds, "seed's way": seed_seconds},
+        "swing": swing(root / "ensemble", list(base.backbones), args.swing_epochs),
+    }
+
+
+def score_runs(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Existing run folders scored on ``--test-data``: OOF against test AUC, swing (e.g. a run made before)."""
+    data = Path(args.test_data)
+    labels = pd.read_csv(data / "_truth" / "test_labels.csv")["label"].to_numpy()
+    out = []
+    for run in map(Path, args.runs.split(",")):
+        config = load_config(run / "config.yaml")
+        scores = test_scores(run, config, data, list(config.tta), list(range(config.folds)))
+        metrics = json.loads((run / "metrics.json").read_text())
+        weights = {b: float(metrics["ensemble"]["weights"][b]) for b in config.backbones}
+        columns = {"ensemble": ensemble_of(scores, weights)}
+        columns.update({b: ensemble_of({b: scores[b]}, {b: 1.0}) for b in config.backbones})
+        out.append(
+            {
+                "run": str(run),
+                "test": compare(labels, columns, [], args.bootstrap),
+                "oof_auc": {b: metrics["backbones"][b]["oof_auc"] for b in config.backbones}
+                | {"ensemble": metrics["ensemble"]["oof_auc"]},
+                "swing": swing(run, list(config.backbones), args.swing_epochs),
+            }
+        )
+    return out
+
+
+def _fmt(entry: dict) -> str:
+    low, high = entry["ci"]
+    value = entry.get("auc", entry.get("delta"))
+    return f"{value:+.4f} [{low:+.4f}, {high:+.4f}]" if "delta" in entry else f"{value:.4f} [{low:.4f}, {high:.4f}]"
+
+
+def print_seed(result: dict[str, Any]) -> None:
+    print(f"\nseed {result['seed']}: {result['n_test']} test phantoms ({result['n_test_tb']} TB)")
+    print(f"  weighting: {result['weighting']} {json.dumps({k: round(v, 3) for k, v in result['weights'].items()})}")
+    for name, entry in result["test"].items():
+        oof = result["oof_auc"].get(name)
+        extra = f"   OOF {oof:.4f}" if oof is not None else ""
+        print(f"  {name:28s} {_fmt(entry)}{extra}")
+    seconds = result["train_seconds"]
+    seed_way = seconds["seed's way"]
+    print(f"  training: ensemble {seconds['ensemble']:.0f}s, seed's way {seed_way:.0f}s")
+    print(f"  val-AUC swing over the last epochs: {_swing_line(result['swing'])}")
+    if result["nested_auc"]:
+        print(f"  nested OOF AUC: {json.dumps({k: round(v, 4) for k, v in result['nested_auc'].items()})}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="configs/quickstart.yaml")
+    parser.add_argument("--seeds", default="1,2", help="Comma-separated data seeds.")
+    parser.add_argument("--n-train", type=int, default=600)
+    parser.add_argument("--n-test", type=int, default=1000)
+    parser.add_argument(
+        "--difficulty", type=float, default=0.35, help="Phantom difficulty (make-demo-data's default 0.35)."
+    )
+    parser.add_argument("--bootstrap", type=int, default=2000)
+    parser.add_argument("--swing-epochs", type=int, default=6)
+    parser.add_argument("--out", default="artifacts/bench-ensemble")
+    parser.add_argument("--runs", help="Instead of training: score these run folders (comma-separated) on --test-data.")
+    parser.add_argument("--test-data", help="A make-demo-data folder whose test set scores --runs.")
+    parser.add_argument("--swing", help="Only print the validation-AUC swing of these run folders (comma-separated).")
+    parser.add_argument("--json", help="Also write every figure to this JSON file.")
+    args = parser.parse_args(argv)
+
+    if args.swing:
+        results = []
+        for run in map(Path, args.swing.split(",")):
+            backbones = [p.name for p in sorted((run / "models").iterdir())]
+            results.append({"run": str(run), "swing": swing(run, backbones, args.swing_epochs)})
+            print(f"{run}: last {args.swing_epochs} epochs: {_swing_line(results[-1]['swing'])}")
+    elif args.runs:
+        if not args.test_data:
+            parser.error("--runs needs --test-data")
+        results = score_runs(args)
+        for result in results:
+            print(f"\n{result['run']}")
+            for name, entry in result["test"].items():
+                print(f"  {name:12s} test {_fmt(entry)}   OOF {result['oof_auc'][name]:.4f}")
+            print(f"  val-AUC swing over the last {args.swing_epochs} epochs: {_swing_line(result['swing'])}")
+    else:
+        base = load_config(args.config)
+        results = []
+        for seed in (int(s) for s in args.seeds.split(",")):
+            results.append(bench_seed(args, base, seed))
+            print_seed(results[-1])
+        if len(results) > 1:
+            print("\nover seeds (mean ± sd of test AUC):")
+            for name in results[0]["test"]:
+                values = [r["test"][name].get("auc", r["test"][name].get("delta")) for r in results]
+                print(f"  {name:28s} {np.mean(values):+.4f} ± {np.std(values, ddof=1):.4f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
