@@ -6,7 +6,8 @@ Per seed: a phantom training set and a test set of the same generator (``--diffi
 - the configured ensemble: every backbone x every fold (``tbens train-folds``), TTA, each fold model's test
   scores ranked within the test batch, averaged with the weights train-folds chose (what ``tbens predict``
   does; export's parity check keeps Keras and ONNX Runtime within 1e-4, so Keras scores stand in here);
-- each member alone: its folds' ranks averaged, TTA.
+- each member alone: its folds' ranks averaged, TTA (and the equal-weight ensemble when other weights
+  were chosen).
 It prints test AUC with 95% intervals, the ensemble's paired gain over its best member and over the
 seed's way (stratified bootstrap on the test images), training time, OOF AUC against test AUC, and the
 validation-AUC swing (std over the last ``--swing-epochs`` epochs of each fold's history.csv).
@@ -152,6 +153,8 @@ def bench_seed(args: argparse.Namespace, base: TrainConfig, seed: int) -> dict[s
     seed_scores = test_scores(root / "seed-way", seed_config, data, ["identity"], [0])[single][0]
 
     columns = {"ensemble": ensemble_of(scores, weights), "seed's way": seed_scores}
+    if len(set(weights.values())) > 1:
+        columns["ensemble, equal weights"] = ensemble_of(scores, dict.fromkeys(weights, 1.0))
     for backbone in base.backbones:
         columns[backbone] = ensemble_of({backbone: scores[backbone]}, {backbone: 1.0})
     member_auc = {b: auc(labels, columns[b]) for b in base.backbones}

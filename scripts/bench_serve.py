@@ -15,13 +15,13 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -84,9 +84,7 @@ def serve_under_load(args: argparse.Namespace, work: Path) -> None:
     port, audit_log = free_port(), work / "audit.jsonl"
     server = start_server(args.artifacts, audit_log, port, work / "serve.log")
     try:
-        result = asyncio.run(
-            run_load(f"http://127.0.0.1:{port}", read_images(args.images), args.concurrency, args.duration)
-        )
+        result = run_load(f"http://127.0.0.1:{port}", read_images(args.images), args.concurrency, args.duration)
     finally:
         server.send_signal(signal.SIGTERM)
         code = server.wait(timeout=60)
@@ -100,15 +98,10 @@ def kill_test(args: argparse.Namespace, work: Path) -> None:
     port, audit_log = free_port(), work / "audit-kill.jsonl"
     server = start_server(args.artifacts, audit_log, port, work / "serve-kill.log")
 
-    async def load_then_kill():
-        load = asyncio.create_task(
-            run_load(f"http://127.0.0.1:{port}", read_images(args.images), args.concurrency, args.kill_after + 1)
-        )
-        await asyncio.sleep(args.kill_after)
-        server.send_signal(signal.SIGKILL)
-        return await load
-
-    result = asyncio.run(load_then_kill())
+    killer = threading.Timer(args.kill_after, server.send_signal, (signal.SIGKILL,))
+    killer.start()
+    result = run_load(f"http://127.0.0.1:{port}", read_images(args.images), args.concurrency, args.kill_after + 1)
+    killer.join()
     server.wait(timeout=30)
     size_before = audit_log.stat().st_size
     torn = size_before > 0 and not audit_log.read_bytes().endswith(b"\n")

@@ -11,20 +11,22 @@ Prints throughput, p50/p95/p99 latency of the 200 answers and every other status
 from __future__ import annotations
 
 import argparse
-import asyncio
 import collections
+import http.client
 import itertools
 import json
 import sys
+import threading
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import numpy as np
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
 MAX_IMAGES = 256
+MAX_FAILURES_KEPT = 20
 
 
 @dataclass
@@ -36,6 +38,7 @@ class LoadResult:
     decisions: dict[str, list[str]] = field(default_factory=dict)
     """Image name -> every decision the server gave for it (one image must always get the same one)."""
     failures: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def ok(self) -> int:
@@ -69,8 +72,9 @@ def read_images(folder: Path, limit: int = MAX_IMAGES) -> list[tuple[str, bytes]
     return [(p.name, p.read_bytes()) for p in paths]
 
 
-async def _client(
-    http: httpx.AsyncClient,
+def _client(
+    url: urllib.parse.SplitResult,
+    headers: dict[str, str],
     images: list[tuple[str, bytes]],
     start: int,
     stop_at: float,
@@ -78,29 +82,39 @@ async def _client(
     max_requests: int | None,
     result: LoadResult,
 ) -> None:
+    """One client on one keep-alive connection (reopened after a connection error), posting until stop_at."""
+    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
     position = start
     while time.perf_counter() < stop_at and (max_requests is None or next(budget) < max_requests):
         name, body = images[position % len(images)]
         position += 1
         began = time.perf_counter()
         try:
-            response = await http.post("/v1/predict", content=body)
-        except httpx.HTTPError as exc:
-            result.statuses["connection error"] += 1
-            result.failures.append(f"{name}: {type(exc).__name__}: {exc}")
+            connection.request("POST", "/v1/predict", body=body, headers=headers)
+            response = connection.getresponse()
+            text = response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            connection.close()
+            with result.lock:
+                result.statuses["connection error"] += 1
+                if len(result.failures) < MAX_FAILURES_KEPT:
+                    result.failures.append(f"{name}: {type(exc).__name__}: {exc}")
+            time.sleep(0.05)
             continue
         latency = time.perf_counter() - began
-        result.statuses[response.status_code] += 1
-        if response.status_code == 200:
-            answer = response.json()
-            result.latencies_s.append(latency)
-            result.request_ids.append(answer["request_id"])
-            result.decisions.setdefault(name, []).append(answer["decision"])
-        elif len(result.failures) < 20:
-            result.failures.append(f"{name}: {response.status_code} {response.text[:200]}")
+        with result.lock:
+            result.statuses[response.status] += 1
+            if response.status == 200:
+                answer = json.loads(text)
+                result.latencies_s.append(latency)
+                result.request_ids.append(answer["request_id"])
+                result.decisions.setdefault(name, []).append(answer["decision"])
+            elif len(result.failures) < MAX_FAILURES_KEPT:
+                result.failures.append(f"{name}: {response.status} {text[:200]!r}")
+    connection.close()
 
 
-async def run_load(
+def run_load(
     url: str,
     images: list[tuple[str, bytes]],
     concurrency: int,
@@ -108,21 +122,31 @@ async def run_load(
     token: str | None = None,
     max_requests: int | None = None,
 ) -> LoadResult:
-    """``concurrency`` clients, each on its own keep-alive connection, posting images round-robin."""
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    """``concurrency`` client threads, each on its own keep-alive connection, posting images round-robin.
+
+    The standard library's ``http.client``: it costs the client about a tenth of the CPU per request of an
+    async httpx client (0.15 against 1.1 ms measured here), CPU that the server shares on a small machine.
+    """
+    parts = urllib.parse.urlsplit(url)
+    headers = {"Content-Type": "application/octet-stream"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     result = LoadResult()
     budget = itertools.count()
-    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=60.0) as http:
-        began = time.perf_counter()
-        stop_at = began + duration_s
-        await asyncio.gather(
-            *(
-                _client(http, images, i * len(images) // concurrency, stop_at, budget, max_requests, result)
-                for i in range(concurrency)
-            )
+    began = time.perf_counter()
+    stop_at = began + duration_s
+    clients = [
+        threading.Thread(
+            target=_client,
+            args=(parts, headers, images, i * len(images) // concurrency, stop_at, budget, max_requests, result),
         )
-        result.elapsed_s = time.perf_counter() - began
+        for i in range(concurrency)
+    ]
+    for client in clients:
+        client.start()
+    for client in clients:
+        client.join()
+    result.elapsed_s = time.perf_counter() - began
     return result
 
 
@@ -148,9 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--token-file", type=Path, default=None)
     args = parser.parse_args(argv)
     token = args.token_file.read_text().strip() if args.token_file else None
-    result = asyncio.run(
-        run_load(args.url, read_images(args.images), args.concurrency, args.duration, token, args.max_requests)
-    )
+    result = run_load(args.url, read_images(args.images), args.concurrency, args.duration, token, args.max_requests)
     print(f"concurrency {args.concurrency}: {result.summary()}")
     for failure in result.failures[:5]:
         print(f"  {failure}")

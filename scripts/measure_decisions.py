@@ -270,8 +270,8 @@ def main() -> None:
     for spec in args.run:
         name, _, folder = spec.partition("=")
         results[name] = measure_run(args.scratch, name, export_copy(args.scratch, name, Path(folder)))
-    (args.scratch / "results.json").write_text(json.dumps(results, indent=2))
-    (args.scratch / "results.md").write_text(markdown(results))
+        (args.scratch / "results.json").write_text(json.dumps(results, indent=2))
+        (args.scratch / "results.md").write_text(markdown(results))
     print(markdown(results))
 
 

@@ -16,6 +16,7 @@ on an edge server from the manifest's plain JSON numbers.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -288,6 +289,14 @@ class FeatureReference:
         if not np.isfinite(numbers).all() or not (reference.scales > 0).all() or not reference.residual_scale > 0:
             raise ArtifactError(f"{where}: feature reference holds non-finite or non-positive values")
         return reference
+
+
+def reference_components(n_images: int, wanted: int, parts: int = 5) -> int:
+    """PCA axes a reference of ``n_images`` can afford when its threshold comes from ``parts``-fold
+    cross-fitting: the same number in the cross-fitted and the shipped reference keeps their
+    distances on one scale (at most half of the smaller fit's degrees of freedom)."""
+    smaller_fit = n_images - math.ceil(n_images / parts)
+    return max(1, min(wanted, (smaller_fit - 1) // 2))
 
 
 def cross_fitted_distances(pooled: np.ndarray, n_components: int = 8, parts: int = 5, seed: int = 0) -> np.ndarray:

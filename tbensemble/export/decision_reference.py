@@ -17,8 +17,9 @@ from tbensemble.core.metrics import within_fold_ranks
 
 FEATURE_COMPONENTS = 8
 """PCA axes kept per model: a compact reference (8 x channels numbers) that still separates other images."""
-MIN_REFERENCE_IMAGES = 10
-"""Fewer held-out images in a fold than this give no feature reference (and no out-of-distribution rule)."""
+MIN_REFERENCE_IMAGES = 40
+"""Fewer held-out images in a fold than this give no feature reference (and no out-of-distribution rule):
+the cross-fitted threshold needs a few dozen images for 8 axes."""
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +103,9 @@ def feature_rule(
         for name, m in fold_models.items():
             session = ort.InferenceSession(str(m["path"]), providers=["CPUExecutionProvider"])
             pooled = pooled_features(session, m["input"], m["features"], images, tta)
-            references[name] = rules.FeatureReference.fit(pooled, FEATURE_COMPONENTS).to_dict()
-            distances[name] = rules.cross_fitted_distances(pooled, FEATURE_COMPONENTS)
+            k = rules.reference_components(len(pooled), FEATURE_COMPONENTS)
+            references[name] = rules.FeatureReference.fit(pooled, k).to_dict()
+            distances[name] = rules.cross_fitted_distances(pooled, k)
         combined.append(rules.combine_distances(distances, weights))
     if not combined or set(references) != set(models):
         log.warning("refer: too few training images per fold for a feature reference; no out-of-distribution rule")

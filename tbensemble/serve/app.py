@@ -2,7 +2,8 @@
 
 A request's path: body read with a size cap -> type sniffed from its bytes -> decoded on a decode thread
 -> queued for the micro-batcher -> scored and decided with the other requests of its batch on the
-inference thread -> audit lines fsynced -> answered. The event loop only moves bytes.
+inference thread -> the batch's audit lines fsynced on the audit thread (while the next batch runs) ->
+answered. The event loop only moves bytes.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -122,16 +123,19 @@ def create_app(
     metrics = metrics or ServiceMetrics(drift_statistic(triage))
     infer_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="infer")
     decode_pool = ThreadPoolExecutor(max_workers=settings.decode_workers, thread_name_prefix="decode")
+    audit_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit")
     state = {"ready": False, "in_flight": 0}
     # Requests past this many (reading, decoding, waiting or in the running batch) are refused before their
     # body is read, so a flood cannot hold unbounded bodies in memory.
     max_in_flight = settings.max_queue + settings.batch_size
 
-    def run_batch(jobs: list[_Job]) -> list[dict[str, Any]]:
+    def run_batch(jobs: list[_Job]) -> list[tuple[dict[str, Any], Future]]:
+        """Decide a batch on the inference thread; its audit lines go to the audit thread, so the next batch
+        runs while this one's fsync waits for the disk. Each answer waits for its batch's fsync."""
         frame = triage.decide([job.request_id for job in jobs], [job.decoded for job in jobs])
         rows = frame.to_dict("records")
         now = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-        audit.append(
+        records = [
             {
                 "time": now,
                 "request_id": job.request_id,
@@ -141,9 +145,10 @@ def create_app(
                 "manifest_sha256": str(row["manifest_sha256"]),
             }
             for job, row in zip(jobs, rows, strict=True)
-        )
+        ]
+        written = audit_pool.submit(audit.append, records)
         metrics.observe_decisions([str(r["decision"]) for r in rows], [float(r["score"]) for r in rows])
-        return rows
+        return [(row, written) for row in rows]
 
     batcher: MicroBatcher[_Job] = MicroBatcher(
         run_batch,
@@ -176,6 +181,7 @@ def create_app(
             batching.cancel()
             infer_pool.shutdown(wait=True)
             decode_pool.shutdown(wait=True)
+            audit_pool.shutdown(wait=True)
             audit.close()
 
     app = FastAPI(title="tbensemble triage", version="1", lifespan=lifespan, docs_url=None, redoc_url=None)
@@ -231,9 +237,10 @@ def create_app(
         except DataError as exc:
             raise ApiError(422, str(exc)) from None
         try:
-            row = await batcher.submit(_Job(request_id, hashlib.sha256(body).hexdigest(), decoded))
+            row, written = await batcher.submit(_Job(request_id, hashlib.sha256(body).hexdigest(), decoded))
         except QueueFull as exc:
             raise ApiError(503, f"server busy: {exc}", {"Retry-After": str(RETRY_AFTER_FULL_S)}) from None
+        await asyncio.wrap_future(written)  # no answer before its audit line is on disk
         answer = {key: _plain(value) for key, value in row.items()}
         answer["request_id"] = request_id
         if heatmap:

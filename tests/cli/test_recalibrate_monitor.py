@@ -139,6 +139,11 @@ def test_monitor_errors_are_one_line(artifacts, tmp_path):
 def test_tampered_decision_fields_are_refused_at_load(artifacts, tmp_path, edit, message):
     copy = copy_artifacts(artifacts, tmp_path / "copy")
     data = json.loads((copy / "manifest.json").read_text())
+    reference = rules.FeatureReference.fit(np.random.default_rng(0).normal(size=(40, 6)), 2).to_dict()
+    models = {m["name"]: reference for m in data["models"]}
+    data["ensemble"]["refer"]["features"] = {"threshold": 2.0, "n_components": 2, "models": models}
+    (copy / "manifest.json").write_text(json.dumps(data))
+    assert tbens("monitor", "--artifacts", copy, "--decisions", copy / "manifest.json").exit_code == 2, "valid as built"
     edit(data["ensemble"])
     (copy / "manifest.json").write_text(json.dumps(data))
     result = tbens("monitor", "--artifacts", copy, "--decisions", copy / "manifest.json")

@@ -1,7 +1,9 @@
 import hashlib
+import json
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from tbensemble.core.errors import TbensError
 from tbensemble.engine.decisions import DECISION_COLUMNS, decide_images
@@ -69,14 +71,39 @@ def test_bad_arguments_are_one_line_errors(ensemble, images):
         decide_images(ensemble, images[:, :16, :16], list("abcdef"))
 
 
-def test_export_stores_compact_refer_references_that_catch_unlike_images(ensemble, images):
-    refer = ensemble.manifest.ensemble.refer
-    features = refer["features"]
-    assert set(features["models"]) == {m.name for m in ensemble.manifest.models}
-    assert all(len(r["components"]) <= features["n_components"] for r in features["models"].values())
-    assert features["threshold"] > 0 and refer["disagreement"]["threshold"] > 0
+def test_feature_reference_from_held_out_images_refers_unlike_images(tiny_export, tmp_path):
+    """The export step on the tiny run's own models, with 48 held-out images per fold (the tiny run itself
+    has too few for a reference), then the engine on a copy of the manifest that carries it."""
+    import pandas as pd
+
+    from tbensemble.export.decision_reference import feature_rule
+    from tests.export.tinyrun import copy_artifacts, write_images
+
+    data = tmp_path / "data"
+    write_images(data / "Normal", 48, seed=51)
+    write_images(data / "Tuberculosis", 48, seed=52)
+    ids = sorted(p.name for p in data.rglob("*.png"))
+    rng = np.random.default_rng(0)
+    pd.DataFrame({"image_id": ids, "fold": rng.permutation(np.arange(len(ids)) % 2)}).to_csv(
+        tmp_path / "folds.csv", index=False
+    )
+    artifacts = copy_artifacts(tiny_export, tmp_path / "artifacts")
+    manifest = json.loads((artifacts / "manifest.json").read_text())
+    models = {
+        m["name"]: {"path": artifacts / m["file"], "fold": m["fold"], "input": "image", "features": "features"}
+        for m in manifest["models"]
+    }
+    weights = {m["name"]: m["weight"] for m in manifest["models"]}
+    rule = feature_rule(tmp_path, str(data), 32, manifest["ensemble"]["tta"], models, weights)
+    assert set(rule["models"]) == set(models) and rule["threshold"] > 0
+    assert all(len(r["components"]) == rule["n_components"] == 8 for r in rule["models"].values())
+    manifest["ensemble"]["refer"]["features"] = rule
+    (artifacts / "manifest.json").write_text(json.dumps(manifest))
+    ensemble = Ensemble.load(artifacts, device="cpu")
+    fresh = np.stack([np.asarray(Image.open(p)) for p in write_images(tmp_path / "fresh", 40, seed=53, size=32)])
     checker = (np.indices((32, 32)).sum(axis=0) % 2 * 255).astype(np.uint8)
     stripes = np.tile(np.linspace(0, 255, 32, dtype=np.uint8), (32, 1))
-    frame = decide_images(ensemble, np.stack([checker, stripes, *images[:2]]), list("abcd"))
-    assert "out_of_distribution" in frame["reasons"].iloc[0].split(";")
-    assert "out_of_distribution" in frame["reasons"].iloc[1].split(";")
+    frame = decide_images(ensemble, np.stack([checker, stripes, *fresh]), [str(i) for i in range(42)])
+    flagged = frame["reasons"].str.contains("out_of_distribution")
+    assert flagged.iloc[0] and flagged.iloc[1]
+    assert flagged.iloc[2:].mean() <= 0.1, "new images like the training ones are rarely referred"

@@ -52,3 +52,17 @@ def test_the_service_never_imports_tensorflow():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_without_the_serve_extra_the_error_names_it(tmp_path):
+    (tmp_path / "run").mkdir()
+    code = (
+        "import sys\n"
+        "sys.modules['uvicorn'] = None\n"
+        "from tbensemble.cli import main\n"
+        f"sys.argv = ['tbens', 'serve', '--artifacts', {str(tmp_path / 'run')!r}]\n"
+        "main()\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "pip install 'tbensemble[serve]'" in result.stderr
