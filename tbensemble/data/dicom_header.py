@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 
@@ -15,21 +14,9 @@ def _facts(dataset) -> dict[str, str]:
     return {keyword: str(dataset.get(keyword, "") or "").strip() for keyword in HEADER_KEYWORDS}
 
 
-def _from_bytes(data: bytes):
-    """A dataset from in-memory DICOM (stop before pixels); a deflated one is skipped: pydicom would
-    inflate all of it before the first tag, and ``data.dicom`` bounds that only for files."""
-    import pydicom
-    from pydicom.filereader import read_file_meta_info
-    from pydicom.uid import DeflatedExplicitVRLittleEndian
-
-    meta = read_file_meta_info(io.BytesIO(data))
-    if meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
-        return None
-    return pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=True)
-
-
-def read_header(source: str | os.PathLike[str] | bytes) -> dict[str, str] | None:
-    """``{keyword: value}`` for ``HEADER_KEYWORDS`` of a DICOM file or its bytes; None when not DICOM.
+def read_header(source: str | os.PathLike[str]) -> dict[str, str] | None:
+    """``{keyword: value}`` for ``HEADER_KEYWORDS`` of a DICOM file; None when not DICOM (in-memory
+    bytes go through a file first, as ``engine.api`` does, so the bounded header reader serves them too).
 
     Reads the header only (``data.dicom.read_header`` for files: bounded, deflated files too). A file
     that is not DICOM, or whose header cannot be parsed, gives None: the decoder reports undecodable
@@ -38,13 +25,10 @@ def read_header(source: str | os.PathLike[str] | bytes) -> dict[str, str] | None
     from tbensemble.data import dicom
 
     try:
-        if isinstance(source, bytes):
-            dataset = _from_bytes(source) if source[128:132] == b"DICM" else None
-        else:
-            path = Path(source)
-            if path.suffix.lower() not in DICOM_SUFFIXES and not has_dicom_preamble(path):
-                return None
-            dataset = dicom.read_header(path).dataset
+        path = Path(source)
+        if path.suffix.lower() not in DICOM_SUFFIXES and not has_dicom_preamble(path):
+            return None
+        dataset = dicom.read_header(path).dataset
     except Exception:  # any unreadable header: no facts (decoding reports the file itself)
         return None
     return None if dataset is None else _facts(dataset)

@@ -1,9 +1,10 @@
 """The progress board of a ``train-folds --ray`` run: a small Ray actor, kept free of TensorFlow so that
 its worker process stays light.
 
-Workers never block on it: Ray hands the CPU of a task blocked in ``ray.get`` to the next queued task,
-so a blocking call per epoch would run more jobs at once than the cluster has CPUs (measured here: three
-jobs on two CPUs). They send their reports without waiting, and read a reply only once it is there."""
+Workers never block on it: Ray hands the CPU of a task blocked in ``ray.get`` (or in ``ray.wait`` on an
+object not yet there, even with no timeout) to the next queued task, so a call per epoch would run more
+jobs at once than the cluster has CPUs (measured here: three jobs on two CPUs). They send their reports
+without waiting, and read a reply through its future once it is there."""
 
 from __future__ import annotations
 

@@ -62,14 +62,14 @@ class BoardClock(RunClock):
         return time.time() - self.run_started
 
     def eta(self, epoch: int, epochs: int) -> float:
-        reply = self.board.progress.remote(self.key, epoch / max(epochs, 1))
+        # Polled through the reply's future: even ray.wait(timeout=0) on a reply not yet there counts as
+        # blocked, and lends this job's CPU to the next one (measured).
+        reply = self.board.progress.remote(self.key, epoch / max(epochs, 1)).future()
         deadline = time.monotonic() + self.REPLY_WAIT_S
-        while time.monotonic() < deadline:
-            ready, _ = self.ray.wait([reply], timeout=0)
-            if ready:
-                self.last_eta = self.ray.get(reply)[1]
-                break
+        while not reply.done() and time.monotonic() < deadline:
             time.sleep(0.01)
+        if reply.done():
+            self.last_eta = reply.result()[1]
         return self.last_eta
 
 

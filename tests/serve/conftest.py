@@ -20,6 +20,9 @@ import pytest
 from PIL import Image
 
 from tbensemble.core.decisions import drift_reference
+from tbensemble.data.decode import load_image
+from tbensemble.engine.decisions import feature_distances, gather_evidence
+from tbensemble.engine.ensemble import Ensemble
 from tests.data.test_decode import write_dicom
 from tests.export.tinyrun import exported_run
 
@@ -33,8 +36,12 @@ def tiny_export(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def served_artifacts(tiny_export, tmp_path_factory) -> Path:
-    """A copy of the tiny run's shippable part, with a drift reference added and the strictest operating
-    point as the default (random-weight models put most images above the lenient ones)."""
+    """A copy of the tiny run's shippable part, tuned so that all three decisions occur on its images.
+
+    Random-weight models put most images above the lenient operating points and call every image out of
+    distribution: here the default point is the strictest, and the feature-distance threshold is the
+    median distance of the run's own images (half refer). A drift reference is set from the OOF scores.
+    """
     dest = tmp_path_factory.mktemp("served")
     shutil.copytree(tiny_export / "onnx", dest / "onnx")
     manifest = json.loads((tiny_export / "manifest.json").read_text())
@@ -42,6 +49,12 @@ def served_artifacts(tiny_export, tmp_path_factory) -> Path:
     manifest["ensemble"]["drift"] = drift_reference(np.clip(oof, 0.0, 1.0))
     points = manifest["ensemble"]["operating_points"]
     manifest["ensemble"]["default_operating_point"] = max(points, key=lambda name: points[name]["threshold"])
+    features = (manifest["ensemble"].get("refer") or {}).get("features")
+    if features:
+        ensemble = Ensemble.load(tiny_export, device="cpu")
+        paths = sorted((tiny_export.parent / "data").glob("*/*.png"))
+        images = np.stack([load_image(path, ensemble.image_size) for path in paths])
+        features["threshold"] = float(np.median(feature_distances(ensemble, gather_evidence(ensemble, images))))
     (dest / "manifest.json").write_text(json.dumps(manifest))
     return dest
 

@@ -7,6 +7,7 @@ import concurrent.futures
 import hashlib
 import io
 import json
+import sys
 
 import httpx
 import numpy as np
@@ -176,3 +177,26 @@ def test_audit_lines_are_json_without_pixels(server):
         record = json.loads(line)
         assert set(record) == set(AUDIT_FIELDS)
         assert len(line) < 400
+
+
+def test_load_test_script_against_the_server(server, tmp_path, images, capsys, monkeypatch):
+    """scripts/load_test.py: 2 clients for a second, every 200 found in the audit log, exit 0."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "load_test.py"
+    spec = importlib.util.spec_from_file_location("load_test", script)
+    load_test = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "load_test", load_test)  # dataclasses look their module up there
+    spec.loader.exec_module(load_test)
+    folder = tmp_path / "posted"
+    folder.mkdir()
+    for name, body in images.items():
+        (folder / name).write_bytes(body)
+    argv = ["--url", server.url, "--images", str(folder), "--concurrency", "2", "--duration", "1"]
+    assert load_test.main([*argv, "--max-requests", "40", "--audit-log", str(server.audit_log)]) == 0
+    output = capsys.readouterr().out
+    assert "errors 0" in output and "audit log: " in output
+    (folder / "junk.png").write_bytes(b"not an image")
+    assert load_test.main([*argv, "--max-requests", "20"]) == 1
+    assert "415" in capsys.readouterr().out
