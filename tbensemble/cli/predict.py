@@ -5,6 +5,8 @@ from __future__ import annotations
 import click
 from click.core import ParameterSource
 
+from tbensemble.cli.options import ray_option
+
 DEFAULT_DECISIONS = "decisions.csv"
 """Where single files' decisions go when neither --decisions nor --out names a file."""
 
@@ -81,16 +83,7 @@ DEFAULT_DECISIONS = "decisions.csv"
     default=None,
     help="Refuse images declaring more pixels (all frames); default 50000000.",
 )
-@click.option(
-    "--ray",
-    "ray_address",
-    is_flag=False,
-    flag_value="local",
-    default=None,
-    metavar="[ADDRESS]",
-    help="Score on Ray: an actor pool of ensembles fed by Ray Data, on the cluster at ADDRESS (e.g. auto, "
-    "HOST:6379) or on a local Ray instance when no address is given. Same rows as without. Needs the ray extra.",
-)
+@ray_option("Score on Ray: an actor pool of ensembles fed by Ray Data; same rows as without")
 @click.option(
     "--ray-actors",
     type=click.IntRange(min=1),

@@ -6,6 +6,8 @@ import dataclasses
 
 import click
 
+from tbensemble.cli.options import ray_option
+
 
 def _names(ctx: click.Context, param: click.Parameter, value: str | None) -> list[str] | None:
     if value is None:
@@ -68,16 +70,7 @@ def auc_table(metrics: dict) -> str:
 @click.option("--epochs", type=click.IntRange(min=1), help="Overrides 'epochs'.")
 @click.option("--image-size", type=click.IntRange(min=32), help="Overrides 'image_size'.")
 @click.option("--weights", help="Overrides 'weights': imagenet, none, or a weights file/folder.")
-@click.option(
-    "--ray",
-    "ray_address",
-    is_flag=False,
-    flag_value="local",
-    default=None,
-    metavar="[ADDRESS]",
-    help="Train the jobs as Ray tasks, one GPU each (one CPU where the cluster has no GPU), on the cluster at "
-    "ADDRESS (e.g. auto, HOST:6379) or on a local Ray instance when no address is given. Needs the ray extra.",
-)
+@ray_option("Train the jobs as Ray tasks, one GPU each (one CPU where the cluster has no GPU)")
 def command(
     config_path: str,
     data: str | None,
