@@ -4,8 +4,6 @@ decision step, and ``import tbensemble`` stays light."""
 from __future__ import annotations
 
 import io
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -19,6 +17,7 @@ from tbensemble.engine.api import sniff_image_type
 from tbensemble.engine.decisions import DECISION_COLUMNS, decide_images
 from tbensemble.engine.ensemble import Ensemble
 from tests.data.test_decode import write_dicom
+from tests.fresh_interpreter import assert_prints_ok
 
 
 def test_import_tbensemble_loads_neither_onnxruntime_nor_tensorflow():
@@ -31,9 +30,7 @@ def test_import_tbensemble_loads_neither_onnxruntime_nor_tensorflow():
         "assert 'onnxruntime' in sys.modules and 'tensorflow' not in sys.modules\n"
         "print('ok')\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "ok"
+    assert_prints_ok(code)
 
 
 def test_unknown_attribute_is_an_attribute_error():

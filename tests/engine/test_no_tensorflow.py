@@ -1,5 +1,4 @@
-import subprocess
-import sys
+from tests.fresh_interpreter import assert_prints_ok
 
 
 def test_engine_and_data_import_without_tensorflow():
@@ -16,6 +15,4 @@ def test_engine_and_data_import_without_tensorflow():
         "assert 'tbensemble.train' not in sys.modules and 'tbensemble.export' not in sys.modules\n"
         "print('ok')\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "ok"
+    assert_prints_ok(code)

@@ -1,5 +1,4 @@
-import subprocess
-import sys
+from tests.fresh_interpreter import assert_prints_ok
 
 
 def test_optimize_imports_neither_tensorflow_nor_openvino_until_asked():
@@ -15,6 +14,4 @@ def test_optimize_imports_neither_tensorflow_nor_openvino_until_asked():
         "assert 'tbensemble.train' not in sys.modules and 'tbensemble.export' not in sys.modules\n"
         "print('ok')\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "ok"
+    assert_prints_ok(code)

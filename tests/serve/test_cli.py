@@ -7,6 +7,7 @@ from click.testing import CliRunner
 
 from tbensemble.cli import cli
 from tbensemble.cli.serve import is_loopback
+from tests.fresh_interpreter import assert_prints_ok
 
 
 def _serve(tmp_path, *options):
@@ -49,9 +50,7 @@ def test_the_service_never_imports_tensorflow():
         "assert not heavy, heavy\n"
         "print('ok')\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "ok"
+    assert_prints_ok(code)
 
 
 def test_without_the_serve_extra_the_error_names_it(tmp_path):
