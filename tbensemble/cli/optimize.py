@@ -51,8 +51,8 @@ def format_report(report: ModelReport) -> str:
     "--calibration-images",
     default=None,
     type=click.IntRange(min=1),
-    help="Training images sampled to calibrate INT8 (default: 64 at 128 px, fewer as pixels grow, 8 at 384 px; "
-    "ONNX Runtime keeps every calibration batch's activations in memory).",
+    help="Training images sampled to calibrate INT8 (default 128; each with its TTA views, run one view at a "
+    "time, so memory does not grow with the count).",
 )
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
 @click.option("--force", is_flag=True, help="Rebuild models already optimized (by default a rerun resumes).")

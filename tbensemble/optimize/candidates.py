@@ -22,7 +22,7 @@ from tbensemble.core.errors import TbensError
 from tbensemble.core.manifest import Manifest, ModelEntry, sha256_of
 from tbensemble.engine.session import make_session
 from tbensemble.engine.variants import ONNXRUNTIME, OPENVINO, compile_openvino
-from tbensemble.optimize.quantize import ViewBatches, quantize_int8, quantize_openvino_int8
+from tbensemble.optimize.quantize import CalibrationViews, quantize_int8, quantize_openvino_int8
 
 VARIANTS_DIR = "onnx/variants"
 
@@ -72,7 +72,7 @@ class BuiltVariant:
 
 
 def build_variant(
-    spec: VariantSpec, manifest: Manifest, entry: ModelEntry, calibration: Callable[[], ViewBatches]
+    spec: VariantSpec, manifest: Manifest, entry: ModelEntry, calibration: Callable[[], CalibrationViews]
 ) -> BuiltVariant:
     """Build (INT8: quantise and write atomically) and open one variant of ``entry``."""
     if spec.runtime == OPENVINO and spec.precision == "int8":

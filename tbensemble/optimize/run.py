@@ -40,7 +40,7 @@ from tbensemble.engine.session import make_session
 from tbensemble.engine.variants import why_unavailable
 from tbensemble.optimize.candidates import VariantSpec, build_variant, remove_stale, select_specs
 from tbensemble.optimize.images import FoldImages, fold_images, run_training_set
-from tbensemble.optimize.quantize import ViewBatches
+from tbensemble.optimize.quantize import CalibrationViews
 
 LOCK_NAME = ".optimize.lock"
 REPORT_NAME = "optimize.json"
@@ -71,13 +71,9 @@ class ModelReport:
     reused: bool = False
 
 
-def calibration_images_for(size: int) -> int:
-    """Default INT8 calibration sample: 64 images at 128 px, fewer as pixels grow (8 at 384 px).
-
-    ONNX Runtime's calibrator keeps every batch's activations until it computes the ranges: with 32
-    images at 384 px DenseNet201 took 24 GB and was killed; 8 images peaked at 20 GB with NNCF.
-    """
-    return max(8, int(64 * (128 / size) ** 2))
+CALIBRATION_IMAGES = 128
+"""Default INT8 calibration sample (each image with all its TTA views). Calibration runs one view at a
+time, so its memory does not grow with this count (see ``optimize.quantize``)."""
 
 
 def score_interleaved(
@@ -150,7 +146,7 @@ def optimize_model(
         if reason is None:
             try:
                 built[spec.name] = build_variant(
-                    spec, manifest, entry, lambda: ViewBatches(images.calibration, views, entry.input.name, batch_size)
+                    spec, manifest, entry, lambda: CalibrationViews(images.calibration, views, entry.input.name)
                 )
                 runners[spec.name] = built[spec.name].runner
                 continue
@@ -264,8 +260,7 @@ def _optimize_models(
             entry.variants, entry.default_variant = [], FP32
             save_manifest(manifest, run)
             remove_stale(manifest, entry)
-            count = n_calibration or calibration_images_for(entry.input.size)
-            images = fold_images(frame, entry.fold, entry.input.size, count)
+            images = fold_images(frame, entry.fold, entry.input.size, n_calibration or CALIBRATION_IMAGES)
             report = optimize_model(manifest, entry, specs, images, threshold, batch_size, limits)
             save_manifest(manifest, run)
         reports.append(report)

@@ -182,9 +182,3 @@ def test_openvino_int8_ir_hashes_both_files_and_a_tampered_bin_is_refused(run):
         handle.write(b"\xff\xff\xff\xff")
     with pytest.raises(ArtifactError, match=r"openvino-int8\.bin: sha256 .* does not match"):
         Ensemble.load(run, device="cpu")
-
-
-def test_calibration_sample_shrinks_as_inputs_grow():
-    from tbensemble.optimize.run import calibration_images_for
-
-    assert [calibration_images_for(s) for s in (32, 128, 256, 384, 1024)] == [1024, 64, 16, 8, 8]
