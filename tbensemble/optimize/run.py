@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from tbensemble.core import atomic
-from tbensemble.core.errors import TbensError
+from tbensemble.core.errors import DeviceError, TbensError
 from tbensemble.core.gate import DEFAULT_LIMITS, FP32, Candidate, GateLimits, choose_variant, evaluate_gate
 from tbensemble.core.manifest import (
     Manifest,
@@ -36,9 +36,9 @@ from tbensemble.core.manifest import (
 )
 from tbensemble.core.metrics import auc, quantile_reference
 from tbensemble.data.views import apply_views
-from tbensemble.engine.session import make_session
+from tbensemble.engine.session import make_session, why_no_cuda
 from tbensemble.engine.variants import why_unavailable
-from tbensemble.optimize.candidates import VariantSpec, build_variant, remove_stale, select_specs
+from tbensemble.optimize.candidates import TARGET_DEVICE, VariantSpec, build_variant, remove_stale, select_specs
 from tbensemble.optimize.images import FoldImages, fold_images, run_training_set
 from tbensemble.optimize.quantize import CalibrationViews
 
@@ -135,10 +135,12 @@ def optimize_model(
     threshold: float,
     batch_size: int,
     limits: GateLimits,
+    device: str = "cpu",
 ) -> ModelReport:
-    """Build, score, time and gate every variant of one model; set its variants and default in place."""
+    """Build, score, time and gate every variant of one model against fp32 on ``device``; set its variants
+    and default in place."""
     views = manifest.ensemble.tta
-    fp32, _ = make_session(manifest.model_path(entry), "cpu")
+    fp32, _ = make_session(manifest.model_path(entry), device)
     runners: dict[str, Any] = {FP32: fp32}
     built, candidates = {}, {}
     for spec in specs:
@@ -155,14 +157,14 @@ def optimize_model(
                 log.warning("%s: %s %s", entry.name, spec.name, reason)
         candidates[spec.name] = Candidate(spec.name, 0.0, None, unavailable=reason)
     scores, speed = score_interleaved(runners, entry, images.heldout, views, batch_size)
-    references = {name: quantile_reference(s) for name, s in scores.items() if name != FP32}
+    references = {n: quantile_reference(s) for n, s in scores.items() if n != FP32 and np.isfinite(s).all()}
     for name in built:
         gate = evaluate_gate(
             images.labels,
             scores[FP32],
             scores[name],
             np.asarray(entry.oof_scores_sorted),
-            references[name],
+            np.asarray(references.get(name, [])),
             threshold,
             limits,
         )
@@ -221,6 +223,8 @@ def optimize_run(
     """Optimize every fold model of an exported run; returns one report per model (also in optimize.json)."""
     run = Path(run_dir)
     specs = select_specs(target, variant_names)
+    if TARGET_DEVICE[target] == "cuda" and (reason := why_no_cuda()):
+        raise DeviceError(f"--target cuda: {reason}; the CUDA variants are built and timed on a GPU")
     with exclusive(run):
         return _optimize_models(run, target, specs, data_dir, n_calibration, batch_size, limits, force, on_model)
 
@@ -253,15 +257,18 @@ def _optimize_models(
     ensemble = manifest.ensemble
     threshold = float(ensemble.operating_points[ensemble.default_operating_point]["threshold"])
     reports, earlier = [], _earlier_reports(run)
+    names = {s.name for s in select_specs(target, None)}
     for entry in manifest.models:
-        if entry.variants and not force:
+        if entry.variants and not force and {v.name for v in entry.variants} <= names:
             report = _reused_report(entry, earlier)
         else:
             entry.variants, entry.default_variant = [], FP32
             save_manifest(manifest, run)
             remove_stale(manifest, entry)
             images = fold_images(frame, entry.fold, entry.input.size, n_calibration or CALIBRATION_IMAGES)
-            report = optimize_model(manifest, entry, specs, images, threshold, batch_size, limits)
+            report = optimize_model(
+                manifest, entry, specs, images, threshold, batch_size, limits, TARGET_DEVICE[target]
+            )
             save_manifest(manifest, run)
         reports.append(report)
         atomic.write_json(

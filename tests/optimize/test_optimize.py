@@ -141,8 +141,8 @@ def test_openvino_missing_makes_its_variants_unavailable_not_fatal(run, monkeypa
 def test_bad_inputs_are_one_line_errors(run, tmp_path):
     with pytest.raises(TbensError, match="--variants int4: not known; allowed: openvino-fp32"):
         optimize_run(run, variant_names=["int4"])
-    with pytest.raises(TbensError, match="--target 'cuda': only 'cpu'"):
-        optimize_run(run, target="cuda")
+    with pytest.raises(TbensError, match="--target 'tpu': not known; allowed: cpu, cuda"):
+        optimize_run(run, target="tpu")
     with pytest.raises(DataError, match="no dataset found"):
         optimize_run(run, data_dir=tmp_path / "run" / "onnx")
     other = tmp_path / "other"
