@@ -11,14 +11,17 @@ gate's to judge, on the GPU.
 from __future__ import annotations
 
 from pathlib import Path
-
-import onnx
+from typing import TYPE_CHECKING
 
 from tbensemble.optimize.quantize import head_nodes
+
+if TYPE_CHECKING:
+    import onnx
 
 
 def convert_fp16(model_path: str | Path, out_path: str | Path, features_output: str) -> Path:
     """Write the FP16 copy of ``model_path`` to ``out_path`` (the caller renames it into place)."""
+    import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     model = onnx.load(str(model_path))
@@ -34,13 +37,19 @@ def drop_round_trips(model: onnx.ModelProto) -> onnx.ModelProto:
 
     The converter casts every blocked node's output to fp16 and back for the next blocked node, so the
     head would still pass its pooled features and logit through fp16. The identity is exact and ONNX
-    Runtime removes it.
+    Runtime removes it. Only pairs whose source is known (from the converter's type inference) to be
+    float32 are replaced.
     """
     from onnx import TensorProto, helper
 
     graph = model.graph
+    types = {v.name: v.type.tensor_type.elem_type for v in (*graph.value_info, *graph.input, *graph.output)}
     casts_to_fp16 = {
-        node.output[0]: node for node in graph.node if node.op_type == "Cast" and _cast_to(node) == TensorProto.FLOAT16
+        node.output[0]: node
+        for node in graph.node
+        if node.op_type == "Cast"
+        and _cast_to(node) == TensorProto.FLOAT16
+        and types.get(node.input[0]) == TensorProto.FLOAT
     }
     for index, node in enumerate(graph.node):
         first = casts_to_fp16.get(node.input[0]) if node.op_type == "Cast" else None
@@ -49,9 +58,10 @@ def drop_round_trips(model: onnx.ModelProto) -> onnx.ModelProto:
                 helper.make_node("Identity", [first.input[0]], list(node.output), name=node.name)
             )
     used = {name for node in graph.node for name in node.input} | {output.name for output in graph.output}
-    unused = [node for node in casts_to_fp16.values() if node.output[0] not in used]
-    for node in unused:
+    for node in [n for n in casts_to_fp16.values() if n.output[0] not in used]:
         graph.node.remove(node)
+        for info in [v for v in graph.value_info if v.name == node.output[0]]:
+            graph.value_info.remove(info)
     return model
 
 

@@ -76,3 +76,30 @@ def test_unknown_variant_of_the_cuda_target_names_the_allowed(tmp_path):
         cli, ["optimize", str(make_artifacts(tmp_path / "run")), "--target", "cuda", "--variants", "ort-int8-qdq"]
     )
     assert result.exit_code == 2 and "allowed: cuda-fp16" in result.output
+
+
+def round_trip(source_type: int) -> onnx.ModelProto:
+    """x -> Cast(fp16) -> Cast(fp32) -> z."""
+    from onnx import helper
+
+    return helper.make_model(
+        helper.make_graph(
+            [
+                helper.make_node("Cast", ["x"], ["y"], to=TensorProto.FLOAT16, name="to16"),
+                helper.make_node("Cast", ["y"], ["z"], to=TensorProto.FLOAT, name="to32"),
+            ],
+            "g",
+            [helper.make_tensor_value_info("x", source_type, [2])],
+            [helper.make_tensor_value_info("z", TensorProto.FLOAT, [2])],
+        )
+    )
+
+
+def test_only_float32_round_trips_become_identities():
+    from tbensemble.optimize.fp16 import drop_round_trips
+
+    assert [(n.op_type, list(n.input)) for n in drop_round_trips(round_trip(TensorProto.FLOAT)).graph.node] == [
+        ("Identity", ["x"])
+    ]
+    kept = drop_round_trips(round_trip(TensorProto.INT32)).graph.node
+    assert [n.op_type for n in kept] == ["Cast", "Cast"], "an int cast to fp16 and back is not an identity"
