@@ -131,11 +131,11 @@ def command(
 
         require_ray()
 
+    import tbensemble
     from tbensemble.core.decisions import who_warning
     from tbensemble.core.errors import TbensError
     from tbensemble.data.decode import set_max_pixels
     from tbensemble.engine import predict
-    from tbensemble.engine.ensemble import Ensemble
 
     if max_pixels is not None:
         set_max_pixels(max_pixels)
@@ -155,7 +155,8 @@ def command(
         predict.check_submission_paths(out, images, artifacts, sample)
         if target is not None:
             predict.check_decisions_path(target, images, artifacts)
-    ensemble = Ensemble.load(artifacts, device=device, tta=views, precision=precision)
+    triage = tbensemble.load(artifacts, device=device, tta=views, precision=precision)
+    ensemble = triage.ensemble
     points = ensemble.manifest.ensemble.operating_points
     chosen = operating_point or ensemble.manifest.ensemble.default_operating_point
     if chosen not in points:
@@ -173,6 +174,7 @@ def command(
             images,
             None if ray_address == "local" else ray_address,
             device,
+            precision=precision,
             batch_size=batch_size,
             skip_bad=skip_bad,
             actors=ray_actors,
@@ -181,8 +183,8 @@ def command(
             operating_point=operating_point,
         )
     else:
-        prediction = predict.predict_images(
-            ensemble, images, batch_size=batch_size, skip_bad=skip_bad, decide=decide, operating_point=operating_point
+        prediction = triage.score_files(
+            images, batch_size=batch_size, skip_bad=skip_bad, decide=decide, operating_point=operating_point
         )
     written = []
     if not files_only:
