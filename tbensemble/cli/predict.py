@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 from click.core import ParameterSource
 
-from tbensemble.cli.options import ray_option
+from tbensemble.cli.options import precision_option, ray_option
 
 DEFAULT_DECISIONS = "decisions.csv"
 """Where single files' decisions go when neither --decisions nor --out names a file."""
@@ -29,13 +29,7 @@ DEFAULT_DECISIONS = "decisions.csv"
 @click.option("--out", default="submission.csv", show_default=True, type=click.Path(dir_okay=False))
 @click.option("--tta", default=None, help="Comma-separated views; default: the manifest's (as chosen in training).")
 @click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True)
-@click.option(
-    "--precision",
-    type=click.Choice(["auto", "fp32"]),
-    default="auto",
-    show_default=True,
-    help="auto: each model's faster variant chosen by 'tbens optimize' where it runs here; fp32: the exported models.",
-)
+@precision_option
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
 @click.option(
     "--skip-bad", is_flag=True, help="Score the images that decode; list the others in <out stem>.skipped.csv."
