@@ -32,12 +32,17 @@ class BackboneInfo:
     """Its MD5, as keras.applications checks it (copied from the installed Keras 3.15 source)."""
     parity_tolerance: float = DEFAULT_PARITY_TOLERANCE
     """Export refuses an ONNX file whose probabilities differ from Keras by more than this."""
+    relative_step_cost: float = 1.0
+    """Seconds of one training step relative to ResNet50's at the same image and batch size, as measured by
+    ``scripts/bench_train_step.py``; ``train-folds --ray`` submits the dearest jobs first by it."""
 
     def __post_init__(self) -> None:
         if self.preprocessing not in PREPROCESSING_MODES:
             raise ValueError(f"backbone {self.name}: preprocessing {self.preprocessing!r} not in {PREPROCESSING_MODES}")
         if (self.imagenet_file is None) != (self.imagenet_md5 is None):
             raise ValueError(f"backbone {self.name}: imagenet_file and imagenet_md5 go together")
+        if not self.relative_step_cost > 0:
+            raise ValueError(f"backbone {self.name}: relative_step_cost must be > 0, got {self.relative_step_cost}")
         if "." not in self.constructor:
             raise ValueError(f"backbone {self.name}: constructor {self.constructor!r} is not a dotted name")
 
