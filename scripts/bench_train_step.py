@@ -7,8 +7,9 @@ of `scripts/estimate_leaderboard.py`, which sizes a `train-folds --ray` run on N
 Mixed precision on a GPU, as the trainer does with `mixed_precision: auto`; float32 on a CPU. Random images
 (step cost does not depend on pixel values) and random weights (ImageNet weights change no cost; with them the
 trainer freezes batch-norm statistics, which removes a little work, so these steps are if anything dearer).
-Prints, per backbone, the build time, the first step (graph tracing) and the median of the timed steps; the
-TensorFlow import time is measured once, in this process. `--decode FOLDER` also times the trainer's own
+Prints, per backbone, the build time, the first step (graph tracing), the median of the timed steps and its
+ratio to the first backbone's (steps interleaved round by round, all models held at once); the TensorFlow
+import time is measured once, in this process. `--decode FOLDER` also times the trainer's own
 decoding (`load_images`, parallel over all cores) of up to `--decode-count` images of FOLDER at SIZE: each job
 decodes its whole data set once (then caches it), a fixed cost per job. `--out` writes the figures as JSON.
 """
@@ -34,27 +35,43 @@ from tbensemble.train.pipeline import load_images  # noqa: E402
 IMPORT_SECONDS = time.perf_counter() - started_import
 
 
-def measure(backbone: str, size: int, batch: int, steps: int, mixed: bool) -> dict[str, float]:
-    """Build time, first (tracing) step and median step of one backbone, in seconds."""
-    keras.backend.clear_session()
+def measure(backbones: list[str], size: int, batch: int, rounds: int, mixed: bool) -> dict[str, dict]:
+    """Build time, first (tracing) step and median step of each backbone, in seconds, and its step relative to
+    the first backbone's: the median over rounds of the two steps' ratio within a round.
+
+    All models stay built and take one step each per round, so a neighbour's burst on a shared machine lands on
+    every backbone alike (sequential runs per backbone gave ratios off by up to 1.9x here)."""
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
-    started = time.perf_counter()
-    model = build_model(backbone, size, weights=None)
-    model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="binary_crossentropy")
-    build = time.perf_counter() - started
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(batch, size, size, 1)).astype(np.float32)
     labels = rng.integers(0, 2, size=(batch, 1)).astype(np.float32)
-    started = time.perf_counter()
-    model.train_on_batch(images, labels)
-    first = time.perf_counter() - started
-    timings = []
-    for _ in range(steps):
+    models, figures = {}, {}
+    for backbone in backbones:
+        started = time.perf_counter()
+        model = build_model(backbone, size, weights=None)
+        model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="binary_crossentropy")
+        build = time.perf_counter() - started
         started = time.perf_counter()
         model.train_on_batch(images, labels)
-        timings.append(time.perf_counter() - started)
+        models[backbone] = model
+        figures[backbone] = {"build_s": build, "first_step_s": time.perf_counter() - started}
+    timings: dict[str, list[float]] = {backbone: [] for backbone in backbones}
+    for _ in range(rounds):
+        for backbone, model in models.items():
+            started = time.perf_counter()
+            model.train_on_batch(images, labels)
+            timings[backbone].append(time.perf_counter() - started)
+    reference = timings[backbones[0]]
+    for backbone in backbones:
+        ratios = [step / ref for step, ref in zip(timings[backbone], reference, strict=True)]
+        figures[backbone].update(
+            step_s=statistics.median(timings[backbone]),
+            steps=rounds,
+            relative_step=statistics.median(ratios),
+            relative_to=backbones[0],
+        )
     keras.mixed_precision.set_global_policy("float32")
-    return {"build_s": build, "first_step_s": first, "step_s": statistics.median(timings), "steps": steps}
+    return figures
 
 
 def decode_rate(folder: Path, size: int, count: int) -> tuple[int, float]:
@@ -74,7 +91,7 @@ def main() -> None:
     parser.add_argument("--backbones", default="resnet50,densenet201,efficientnetb5")
     parser.add_argument("--size", type=int, default=384)
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=20, help="timed steps after the first (median reported)")
+    parser.add_argument("--steps", type=int, default=20, help="timed rounds of one step per backbone, after the first")
     parser.add_argument("--decode", type=Path, help="also time decoding the images of this folder at SIZE")
     parser.add_argument("--decode-count", type=int, default=300, help="images to decode with --decode")
     parser.add_argument("--out", type=Path, help="also write the figures as JSON (estimate_leaderboard.py input)")
@@ -87,14 +104,13 @@ def main() -> None:
         count, rate = decode_rate(args.decode, args.size, args.decode_count)
         decoded = {"images": count, "images_per_s": rate, "cpus": os.cpu_count()}
         print(f"decode {count} images of {args.decode} at {args.size}: {rate:.1f} images/s ({os.cpu_count()} CPUs)")
-    results = {}
-    for backbone in args.backbones.split(","):
-        figures = measure(backbone, args.size, args.batch, args.steps, mixed=bool(gpus))
-        results[backbone] = figures
+    backbones = args.backbones.split(",")
+    results = measure(backbones, args.size, args.batch, args.steps, mixed=bool(gpus))
+    for backbone, figures in results.items():
         print(
             f"{backbone:16s} build {figures['build_s']:5.1f}s  first step {figures['first_step_s']:6.1f}s  "
-            f"step {figures['step_s']:.3f}s  ({args.batch / figures['step_s']:.1f} images/s)",
-            flush=True,
+            f"step {figures['step_s']:.3f}s  ({args.batch / figures['step_s']:.1f} images/s)  "
+            f"x{figures['relative_step']:.2f} {backbones[0]}'s step"
         )
     if args.out:
         report = {

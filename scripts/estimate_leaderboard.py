@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 from typing import NamedTuple
 
@@ -42,15 +41,25 @@ class Job(NamedTuple):
     fold: int
 
 
-def per_image_seconds(costs: dict, config: TrainConfig, anchor_ips: float | None, anchor_size: int) -> dict:
-    """Training seconds per image per backbone at the config's image size, on the measured machine or the GPU."""
-    measured = {name: figures["step_s"] / costs["batch_size"] for name, figures in costs["backbones"].items()}
-    pixels = (config.image_size / costs["image_size"]) ** 2
-    if anchor_ips is None:
-        return {name: seconds * pixels for name, seconds in measured.items()}
-    reference = measured["resnet50"]
-    anchor = 1 / anchor_ips * (config.image_size / anchor_size) ** 2
-    return {name: anchor * seconds / reference for name, seconds in measured.items()}
+def relative_steps(costs: dict) -> dict[str, float]:
+    """Each backbone's step relative to ResNet50's: the interleaved ratio when measured so, else the steps'."""
+    figures = costs["backbones"]
+    if all("relative_step" in f for f in figures.values()):
+        return {name: f["relative_step"] / figures["resnet50"]["relative_step"] for name, f in figures.items()}
+    return {name: f["step_s"] / figures["resnet50"]["step_s"] for name, f in figures.items()}
+
+
+def per_image_seconds(
+    costs: dict, config: TrainConfig, anchor_ips: float | None, anchor_size: int, efficiency: float
+) -> dict:
+    """Training seconds per image per backbone at the config's image size, on the measured machine or the GPU
+    (running at ``efficiency`` of the cited throughput)."""
+    reference = (
+        costs["backbones"]["resnet50"]["step_s"] / costs["batch_size"] * (config.image_size / costs["image_size"]) ** 2
+    )
+    if anchor_ips is not None:
+        reference = 1 / (anchor_ips * efficiency) * (config.image_size / anchor_size) ** 2
+    return {name: reference * relative for name, relative in relative_steps(costs).items()}
 
 
 def fixed_seconds(costs: dict, backbone: str, images: int) -> float:
@@ -90,21 +99,28 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=4200, help="training set size (TB CXR Database: 4,200)")
     parser.add_argument("--anchor-images-per-s", type=float, help="published ResNet50 training images/s, 1 GPU")
     parser.add_argument("--anchor-size", type=int, default=224, help="image size of that figure")
+    parser.add_argument(
+        "--efficiency",
+        type=float,
+        default=1.0,
+        help="share of the cited throughput the trainer's batch reaches (an assumption; 1: as cited)",
+    )
     parser.add_argument("--workers", default="1,4,8", help="comma-separated worker (GPU) counts")
     args = parser.parse_args()
     costs = json.loads(args.step_costs.read_text())
     config = load_config(args.config)
-    missing = [name for name in config.backbones if name not in costs["backbones"]]
+    missing = [name for name in {"resnet50", *config.backbones} if name not in costs["backbones"]]
     if missing:
         raise SystemExit(f"{args.step_costs}: no measured step cost for {', '.join(missing)}")
-    per_image = per_image_seconds(costs, config, args.anchor_images_per_s, args.anchor_size)
+    per_image = per_image_seconds(costs, config, args.anchor_images_per_s, args.anchor_size, args.efficiency)
     table = pd.DataFrame({"fold": [i % config.folds for i in range(args.images)]})
     jobs = [Job(backbone, fold) for backbone in config.backbones for fold in range(config.folds)]
     seconds = {job: job_seconds(config, job, table, per_image, costs) for job in jobs}
     submitted = longest_first(jobs, {job: expected_cost(config, job, table) for job in jobs})
 
     where = (
-        f"1 GPU at {args.anchor_images_per_s:g} ResNet50 images/s at {args.anchor_size} px (cited), scaled"
+        f"1 GPU at {args.efficiency:g} x {args.anchor_images_per_s:g} ResNet50 images/s at {args.anchor_size} px "
+        "(cited), scaled"
         if args.anchor_images_per_s
         else f"one worker = the measured machine ({costs['device']})"
     )
@@ -114,12 +130,7 @@ def main() -> None:
     )
     print(f"{'backbone':16s} {'rel. step':>9s} {'img/s':>8s} {'fixed':>8s} {'job':>10s}")
     for name in config.backbones:
-        figures = costs["backbones"][name]
-        relative = (
-            figures["step_s"] / costs["backbones"]["resnet50"]["step_s"]
-            if "resnet50" in costs["backbones"]
-            else math.nan
-        )
+        relative = relative_steps(costs)[name]
         fixed = fixed_seconds(costs, name, len(table) + len(table) // config.folds)
         print(
             f"{name:16s} {relative:9.2f} {1 / per_image[name]:8.1f} {fixed:7.0f}s {hours(seconds[Job(name, 0)]):>10s}"
