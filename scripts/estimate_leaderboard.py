@@ -107,6 +107,11 @@ def main() -> None:
     )
     parser.add_argument("--workers", default="1,4,8", help="comma-separated worker (GPU) counts")
     args = parser.parse_args()
+    if not args.efficiency > 0 or (args.anchor_images_per_s is not None and not args.anchor_images_per_s > 0):
+        parser.error("--efficiency and --anchor-images-per-s must be > 0")
+    worker_counts = [int(w) for w in args.workers.split(",") if w.strip().isdigit() and int(w) > 0]
+    if len(worker_counts) != len(args.workers.split(",")):
+        parser.error(f"--workers: whole numbers > 0, comma-separated, got {args.workers!r}")
     costs = json.loads(args.step_costs.read_text())
     config = load_config(args.config)
     missing = [name for name in {"resnet50", *config.backbones} if name not in costs["backbones"]]
@@ -140,7 +145,7 @@ def main() -> None:
     fixed_share = sum(fixed_seconds(costs, j.backbone, len(table) + len(table) // config.folds) for j in jobs) / total
     print(f"total work {hours(total)}, longest job {hours(longest)}, fixed costs {fixed_share:.1%} of the work")
     print(f"{'workers':>7s} {'config order':>13s} {'longest first':>14s} {'lower bound':>12s}  limited by")
-    for workers in (int(w) for w in args.workers.split(",")):
+    for workers in worker_counts:
         in_config = makespan([seconds[job] for job in jobs], workers)
         lpt = makespan([seconds[job] for job in submitted], workers)
         bound = max(total / workers, longest)
