@@ -2,7 +2,8 @@
 
     python scripts/bench_ray_train.py --config configs/quickstart.yaml --data data/demo --scratch /tmp/bench-train
 
-Trains the config twice into SCRATCH/serial and SCRATCH/ray (both removed first), then prints each wall time,
+Trains the config twice into SCRATCH/serial and SCRATCH/ray (both removed first; serial first unless
+`--ray-first`: run both orders on a shared machine, where one pair is noise), then prints each wall time,
 whether `folds.csv` is byte-identical, and each run's per-backbone and ensemble OOF AUC from `metrics.json`.
 `--ray ADDRESS` points the second run at a cluster (default: a local Ray instance started for the run, one worker
 per CPU). Run it alone on the machine (e.g. under `flock`): both runs compete for the same cores otherwise.
@@ -47,10 +48,18 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--scratch", type=Path, required=True, help="folder for the two run folders and logs")
     parser.add_argument("--ray", dest="address", default=None, help="Ray cluster address (default: local)")
+    parser.add_argument("--ray-first", action="store_true", help="run --ray first (repeat both orders: noise)")
     args = parser.parse_args()
     args.scratch.mkdir(parents=True, exist_ok=True)
-    serial_s = train(args.config, args.data, args.scratch / "serial", [])
-    ray_s = train(args.config, args.data, args.scratch / "ray", ["--ray", *([args.address] if args.address else [])])
+    runs = {
+        "serial": lambda: train(args.config, args.data, args.scratch / "serial", []),
+        "ray": lambda: train(
+            args.config, args.data, args.scratch / "ray", ["--ray", *([args.address] if args.address else [])]
+        ),
+    }
+    order = ["ray", "serial"] if args.ray_first else ["serial", "ray"]
+    seconds = {name: runs[name]() for name in order}
+    serial_s, ray_s = seconds["serial"], seconds["ray"]
     print(f"serial {serial_s:.1f}s   --ray {ray_s:.1f}s   (ray/serial {ray_s / serial_s:.2f})")
     same = (args.scratch / "serial/folds.csv").read_bytes() == (args.scratch / "ray/folds.csv").read_bytes()
     print(f"folds.csv {'identical' if same else 'DIFFERENT'}")
