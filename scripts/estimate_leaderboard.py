@@ -124,8 +124,8 @@ def main() -> None:
     submitted = longest_first(jobs, {job: expected_cost(config, job, table) for job in jobs})
 
     where = (
-        f"1 GPU at {args.efficiency:g} x {args.anchor_images_per_s:g} ResNet50 images/s at {args.anchor_size} px "
-        "(cited), scaled"
+        f"1 GPU at {args.anchor_images_per_s:g} ResNet50 images/s at {args.anchor_size} px (cited)"
+        f"{f' x {args.efficiency:g} (assumed)' if args.efficiency != 1 else ''}, scaled"
         if args.anchor_images_per_s
         else f"one worker = the measured machine ({costs['device']})"
     )
