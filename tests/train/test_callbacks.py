@@ -41,7 +41,7 @@ def test_frozen_batch_norms_keep_their_statistics():
 
 
 def test_too_few_training_images_keep_the_running_averages():
-    paths = [f"never-read-{i}.png" for i in range(trainer.BATCH_NORM_MINIMUM - 1)]
+    paths = [f"never-read-{i}.png" for i in range(trainer.BATCH_NORM_SAMPLE - 1)]
     assert trainer._batch_norm_sample(paths, 64, seed=0) is None
 
 
