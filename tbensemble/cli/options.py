@@ -20,3 +20,13 @@ def ray_option(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         help=f"{what}, on the cluster at ADDRESS (e.g. auto, HOST:6379) or on a local Ray instance when no "
         "address is given. Needs the ray extra.",
     )
+
+
+precision_option = click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32"]),
+    default="auto",
+    show_default=True,
+    help="auto: each model's faster variant chosen by 'tbens optimize' where it runs here; fp32: the exported models.",
+)
+"""``--precision auto|fp32``, as ``tbensemble.load(precision=...)`` takes it."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 from click.core import ParameterSource
 
-from tbensemble.cli.options import ray_option
+from tbensemble.cli.options import precision_option, ray_option
 
 DEFAULT_DECISIONS = "decisions.csv"
 """Where single files' decisions go when neither --decisions nor --out names a file."""
@@ -29,13 +29,7 @@ DEFAULT_DECISIONS = "decisions.csv"
 @click.option("--out", default="submission.csv", show_default=True, type=click.Path(dir_okay=False))
 @click.option("--tta", default=None, help="Comma-separated views; default: the manifest's (as chosen in training).")
 @click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True)
-@click.option(
-    "--precision",
-    type=click.Choice(["auto", "fp32"]),
-    default="auto",
-    show_default=True,
-    help="auto: each model's faster variant chosen by 'tbens optimize' where it runs here; fp32: the exported models.",
-)
+@precision_option
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
 @click.option(
     "--skip-bad", is_flag=True, help="Score the images that decode; list the others in <out stem>.skipped.csv."
@@ -131,11 +125,11 @@ def command(
 
         require_ray()
 
+    import tbensemble
     from tbensemble.core.decisions import who_warning
     from tbensemble.core.errors import TbensError
     from tbensemble.data.decode import set_max_pixels
     from tbensemble.engine import predict
-    from tbensemble.engine.ensemble import Ensemble
 
     if max_pixels is not None:
         set_max_pixels(max_pixels)
@@ -155,7 +149,8 @@ def command(
         predict.check_submission_paths(out, images, artifacts, sample)
         if target is not None:
             predict.check_decisions_path(target, images, artifacts)
-    ensemble = Ensemble.load(artifacts, device=device, tta=views, precision=precision)
+    triage = tbensemble.load(artifacts, device=device, tta=views, precision=precision)
+    ensemble = triage.ensemble
     points = ensemble.manifest.ensemble.operating_points
     chosen = operating_point or ensemble.manifest.ensemble.default_operating_point
     if chosen not in points:
@@ -173,6 +168,7 @@ def command(
             images,
             None if ray_address == "local" else ray_address,
             device,
+            precision=precision,
             batch_size=batch_size,
             skip_bad=skip_bad,
             actors=ray_actors,
@@ -181,8 +177,8 @@ def command(
             operating_point=operating_point,
         )
     else:
-        prediction = predict.predict_images(
-            ensemble, images, batch_size=batch_size, skip_bad=skip_bad, decide=decide, operating_point=operating_point
+        prediction = triage.score_files(
+            images, batch_size=batch_size, skip_bad=skip_bad, decide=decide, operating_point=operating_point
         )
     written = []
     if not files_only:

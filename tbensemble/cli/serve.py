@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from tbensemble.cli.options import precision_option
 from tbensemble.core.errors import TbensError
 
 MIN_TOKEN_CHARS = 16
@@ -51,6 +52,7 @@ def read_token(path: str | None, host: str) -> str | None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; beyond loopback needs a token.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--device", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True)
+@precision_option
 @click.option(
     "--audit-log",
     default="audit.jsonl",
@@ -90,6 +92,7 @@ def command(
     host: str,
     port: int,
     device: str,
+    precision: str,
     audit_log: str,
     token_file: str | None,
     batch_size: int,
@@ -131,7 +134,7 @@ def command(
 
     if max_pixels is not None:
         set_max_pixels(max_pixels)
-    triage = load(artifacts, device=device)
+    triage = load(artifacts, device=device, precision=precision)
     audit = AuditLog(audit_log)
     settings = ServeSettings(
         max_body_bytes=int(max_body_mb * (1 << 20)),

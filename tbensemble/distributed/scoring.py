@@ -61,6 +61,7 @@ class EnsembleScorer:
         device: str,
         tta: list[str],
         batch_size: int,
+        precision: str = "auto",
         max_pixels: int | None = None,
         decide: bool = False,
         operating_point: str | None = None,
@@ -69,7 +70,7 @@ class EnsembleScorer:
         worker_logging()  # the provider each actor got reaches the driver's log
         if max_pixels is not None:
             set_max_pixels(max_pixels)  # process-wide, so each actor process sets it
-        self.ensemble = Ensemble.load(artifacts, device=device, tta=tta)
+        self.ensemble = Ensemble.load(artifacts, device=device, tta=tta, precision=precision)
         self.batch_size = batch_size
         self.decide, self.operating_point = decide, operating_point
         self.pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
@@ -129,6 +130,7 @@ def predict_images_ray(
     images: pd.DataFrame,
     address: str | None = None,
     device: str = "auto",
+    precision: str = "auto",
     batch_size: int = 8,
     skip_bad: bool = False,
     actors: int | None = None,
@@ -140,7 +142,7 @@ def predict_images_ray(
     """What :func:`tbensemble.engine.predict.predict_images` returns, scored by an actor pool on Ray.
 
     ``ensemble`` (loaded on the driver) names the models and the TTA views; the actors load their own
-    from ``artifacts``. Without ``skip_bad``, a bad file fails the run after all are decoded; errors, skipped
+    from ``artifacts`` with the same ``device`` and ``precision`` (so each model runs the same variant). Without ``skip_bad``, a bad file fails the run after all are decoded; errors, skipped
     list and warnings come from the engine's own ``finish_prediction``."""
     ids, paths = images["image_id"].astype(str).tolist(), images["path"].astype(str).tolist()
     n, block = len(paths), batch_size * BATCHES_PER_CALL
@@ -166,6 +168,7 @@ def predict_images_ray(
                 "device": device,
                 "tta": ensemble.tta,
                 "batch_size": batch_size,
+                "precision": precision,
                 "max_pixels": max_pixels,
                 "decide": decide,
                 "operating_point": operating_point,

@@ -26,6 +26,7 @@ from tbensemble.data.decode import decode_gray, load_array, load_image
 from tbensemble.data.dicom_header import read_header
 from tbensemble.engine.decisions import DECISION_COLUMNS, decide_images, manifest_sha256
 from tbensemble.engine.ensemble import Ensemble
+from tbensemble.engine.predict import Prediction, predict_images
 
 T = TypeVar("T")
 
@@ -136,18 +137,27 @@ class TriageEnsemble:
             return Decoded(load_array(item, self.image_size, name), None)
         return _through_path(item, name, lambda path: Decoded(load_image(path, self.image_size), read_header(path)))
 
-    def decide(self, image_ids: Sequence[str], decoded: Sequence[Decoded]) -> pd.DataFrame:
+    def decide(
+        self, image_ids: Sequence[str], decoded: Sequence[Decoded], operating_point: str | None = None
+    ) -> pd.DataFrame:
         """The decision rows of a decoded batch: ``engine.decisions.decide_images``, the step every door shares."""
         images = np.stack([d.image for d in decoded])
-        return decide_images(self.ensemble, images, list(image_ids), [d.header for d in decoded])
+        return decide_images(self.ensemble, images, list(image_ids), [d.header for d in decoded], operating_point)
 
     def predict(
-        self, inputs: Input | Iterable[Input], ids: Sequence[str] | None = None, batch_size: int = 8
+        self,
+        inputs: Input | Iterable[Input],
+        ids: Sequence[str] | None = None,
+        batch_size: int = 8,
+        skip_bad: bool = False,
+        operating_point: str | None = None,
     ) -> pd.DataFrame:
-        """Decision rows (``DECISION_COLUMNS``) for one input or many, in order; a bad input raises ``DataError``.
+        """Decision rows (``DECISION_COLUMNS``) for one input or many, in order; a bad input raises ``DataError``
+        (with ``skip_bad``, bad files are logged and left out; arrays and bytes never are).
 
-        Inputs are decoded a batch at a time in a small thread pool (Pillow releases the GIL) and scored
-        ``batch_size`` at a time, so a long list of paths never holds more than one batch of pixels.
+        A list of paths goes through ``score_files``, decoding a few batches ahead of the models; arrays and
+        bytes are decoded a batch at a time in a small thread pool (Pillow releases the GIL). Either way they
+        are scored ``batch_size`` at a time, so a long list never holds more than a few batches of pixels.
         """
         single = (str, os.PathLike, np.ndarray, bytes, bytearray, memoryview)
         items = [inputs] if isinstance(inputs, single) else list(inputs)
@@ -156,12 +166,42 @@ class TriageEnsemble:
             raise DataError(f"{len(names)} ids for {len(items)} inputs")
         if not items:
             return pd.DataFrame(columns=list(DECISION_COLUMNS))
+        if all(isinstance(item, (str, os.PathLike)) for item in items):
+            files = pd.DataFrame({"image_id": names, "path": [os.fspath(item) for item in items]})
+            prediction = self.score_files(
+                files, batch_size, skip_bad, decide=True, operating_point=operating_point, progress=False
+            )
+            return prediction.decisions
         frames = []
         with ThreadPoolExecutor(max_workers=self.decode_workers, thread_name_prefix="decode") as pool:
             for start in range(0, len(items), batch_size):
                 chunk = slice(start, start + batch_size)
-                frames.append(self.decide(names[chunk], list(pool.map(self.prepare, items[chunk], names[chunk]))))
+                decoded = list(pool.map(self.prepare, items[chunk], names[chunk]))
+                frames.append(self.decide(names[chunk], decoded, operating_point))
         return pd.concat(frames, ignore_index=True)
+
+    def score_files(
+        self,
+        images: pd.DataFrame,
+        batch_size: int = 8,
+        skip_bad: bool = False,
+        decide: bool = False,
+        operating_point: str | None = None,
+        progress: bool | None = None,
+    ) -> Prediction:
+        """Per-model scores (for a batch-ranked submission) and, with ``decide``, the decision rows of image
+        files (``image_id``, ``path``): what ``tbens predict`` writes. Decoding runs a few batches ahead of
+        the models; bad files fail the call unless ``skip_bad``; a progress bar shows on a terminal."""
+        return predict_images(
+            self.ensemble,
+            images,
+            batch_size=batch_size,
+            skip_bad=skip_bad,
+            workers=self.decode_workers,
+            progress=progress,
+            decide=decide,
+            operating_point=operating_point,
+        )
 
     def gray(self, item: Input, name: str) -> np.ndarray:
         """One input as uint8 gray at its own size (what an overlay is drawn on)."""
@@ -206,7 +246,16 @@ class TriageEnsemble:
 
 
 def load(
-    artifacts: str | os.PathLike[str], device: str = "auto", tta: list[str] | None = None, decode_workers: int = 2
+    artifacts: str | os.PathLike[str],
+    device: str = "auto",
+    tta: list[str] | None = None,
+    precision: str = "auto",
+    decode_workers: int = 2,
 ) -> TriageEnsemble:
-    """Load an exported run (``onnx/`` + ``manifest.json``): every model hashed and its session opened once."""
-    return TriageEnsemble(Ensemble.load(artifacts, device=device, tta=tta), decode_workers)
+    """Load an exported run (``onnx/`` + ``manifest.json``): every model hashed and its session opened once.
+
+    ``device``: ``auto`` (CUDA where it works, else CPU), ``cuda`` or ``cpu``; ``tta``: views other than the
+    manifest's; ``precision``: ``auto`` runs each model's variant chosen by ``tbens optimize`` where it can
+    run here, ``fp32`` the exported models.
+    """
+    return TriageEnsemble(Ensemble.load(artifacts, device=device, tta=tta, precision=precision), decode_workers)

@@ -138,11 +138,11 @@ def test_explain_refuses_the_artifacts_folder_and_an_input(run, images, tmp_path
 
 
 def test_interrupt_exits_130_in_one_line(run, images, tmp_path, monkeypatch) -> None:
-    from tbensemble.engine import predict as engine_predict
+    from tbensemble.engine.api import TriageEnsemble
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(engine_predict, "predict_images", interrupted)
+    monkeypatch.setattr(TriageEnsemble, "score_files", interrupted)
     result = predict(run, images[0].parent, tmp_path / "s.csv")
     assert result.exit_code == 130 and result.output.strip() == "interrupted"

@@ -150,6 +150,50 @@ def test_bad_inputs_are_one_line_errors_naming_them(triage, tmp_path):
 
 
 @pytest.mark.slow
+def test_paths_with_skip_bad_leave_out_the_bad_file_and_keep_the_order(triage, files, tmp_path):
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 10)
+    frame = triage.predict([files[1], tmp_path / "broken.png", files[0]], skip_bad=True, batch_size=1)
+    assert frame["image_id"].tolist() == ["b.jpg", "a.png"]
+    assert frame["score"].tolist() == triage.predict([files[1], files[0]])["score"].tolist()
+
+
+@pytest.mark.slow
+def test_operating_point_is_chosen_per_call(triage, files):
+    for name, point in triage.ensemble.manifest.ensemble.operating_points.items():
+        by_path = triage.predict(files, operating_point=name)
+        by_bytes = triage.predict([p.read_bytes() for p in files], ids=[p.name for p in files], operating_point=name)
+        assert (by_path["operating_point"] == name).all() and (by_path["threshold"] == float(point["threshold"])).all()
+        pd.testing.assert_frame_equal(by_path, by_bytes)
+
+
+@pytest.mark.slow
+def test_tbens_predict_scores_through_the_python_api(tiny_export, files, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from tbensemble.cli import cli
+    from tbensemble.engine.api import TriageEnsemble
+
+    calls = []
+    original = TriageEnsemble.score_files
+
+    def spy(self, *args, **kwargs):
+        calls.append(kwargs)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(TriageEnsemble, "score_files", spy)
+    out = tmp_path / "decisions.csv"
+    args = ["predict", "--artifacts", str(tiny_export), "--device", "cpu", "--decisions", str(out)]
+    result = CliRunner().invoke(cli, [*args, *(x for p in files for x in ("--images", str(p)))], obj={})
+    assert result.exit_code == 0, result.output
+    assert len(calls) == 1 and calls[0]["decide"] is True
+    written = pd.read_csv(out)
+    expected = tbensemble.load(tiny_export, device="cpu").predict(files)
+    assert written["image_id"].tolist() == expected["image_id"].tolist()
+    np.testing.assert_allclose(written["score"], expected["score"], rtol=1e-12)
+    assert written["decision"].tolist() == expected["decision"].tolist()
+
+
+@pytest.mark.slow
 def test_explain_heatmap_at_the_image_size_and_overlay_png(triage, files):
     explanation = triage.explain(files[2])
     assert explanation.heatmap.shape == (48, 60)

@@ -40,6 +40,21 @@ def test_missing_manifest_exits_3_before_binding(tmp_path):
     assert result.exit_code == 3, result.output
 
 
+def test_device_and_precision_reach_the_loaded_ensemble(tmp_path, monkeypatch):
+    from tbensemble.core.errors import ArtifactError
+    from tbensemble.engine import api
+
+    asked = {}
+
+    def load(artifacts, **options):
+        asked.update(options)
+        raise ArtifactError("stop here")
+
+    monkeypatch.setattr(api, "load", load)
+    result = _serve(tmp_path, "--device", "cpu", "--precision", "fp32")
+    assert result.exit_code == 3 and asked == {"device": "cpu", "precision": "fp32"}, result.output
+
+
 def test_the_service_never_imports_tensorflow():
     code = (
         "import sys\n"
