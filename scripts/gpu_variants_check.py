@@ -93,11 +93,16 @@ def backbone_model(path: Path, name: str, size: int) -> Path:
 
 
 def fp16_copy(src: Path, dst: Path) -> Path:
+    """The copy ``tbens optimize --target cuda`` builds (head fp32) for an exported model; a whole-model
+    conversion for one without the ``features`` output (the --tiny net)."""
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
-    onnx.save(model, str(dst))
+    from tbensemble.optimize.fp16 import convert_fp16
+
+    if "features" in {o.name for o in onnx.load(str(src), load_external_data=False).graph.output}:
+        return convert_fp16(src, dst, "features")
+    onnx.save(convert_float_to_float16(onnx.load(str(src)), keep_io_types=True), str(dst))
     return dst
 
 

@@ -39,7 +39,14 @@ def format_report(report: ModelReport) -> str:
 
 @click.command("optimize")
 @click.argument("run", type=click.Path(exists=True, file_okay=False))
-@click.option("--target", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option(
+    "--target",
+    type=click.Choice(["cpu", "cuda"]),
+    default="cpu",
+    show_default=True,
+    help="cpu: the variants below, timed on this CPU; cuda: an FP16 copy on ONNX Runtime's CUDA provider, "
+    "timed against fp32 on this GPU (no GPU: exit 4). A run holds one target's variants.",
+)
 @click.option("--variants", default=None, help="Comma-separated subset of the target's variants (default: all).")
 @click.option(
     "--data",
@@ -51,8 +58,8 @@ def format_report(report: ModelReport) -> str:
     "--calibration-images",
     default=None,
     type=click.IntRange(min=1),
-    help="Training images sampled to calibrate INT8 (default: 64 at 128 px, fewer as pixels grow, 8 at 384 px; "
-    "ONNX Runtime keeps every calibration batch's activations in memory).",
+    help="Training images sampled to calibrate INT8 (default 128; each with its TTA views, run one view at a "
+    "time, so memory does not grow with the count).",
 )
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
 @click.option("--force", is_flag=True, help="Rebuild models already optimized (by default a rerun resumes).")
@@ -69,7 +76,7 @@ def command(
 
     For every fold model: OpenVINO fp32, bf16 (where the CPU has BF16) and INT8 (NNCF); ONNX Runtime
     INT8 (all but the head; QOperator and QDQ; convolutions only). INT8 is calibrated on the fold's
-    training images. Each
+    training images. With --target cuda: FP16 on the CUDA provider (inputs, outputs and head fp32). Each
     variant scores the fold's held-out (OOF) images beside fp32 in one interleaved run and must keep
     Spearman >= 0.99, |ΔAUC| <= 0.005 and <= 1% decisions flipped at the default operating point (each
     side ranked against its own OOF reference). The fastest passing variant becomes the model's default
@@ -79,6 +86,7 @@ def command(
     Examples:
       tbens optimize artifacts/quickstart
       tbens optimize artifacts/quickstart --variants openvino-bf16,ort-int8-qoperator --force
+      tbens optimize artifacts/quickstart --target cuda --force
     """
     from tbensemble.optimize.run import optimize_run
 

@@ -75,6 +75,13 @@ def read_token(path: str | None, host: str) -> str | None:
     help="Longest a request waits for others to share its batch.",
 )
 @click.option(
+    "--parallel-batches",
+    default=2,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Batches scored at once (one's Python steps and round trips overlap another's ONNX call).",
+)
+@click.option(
     "--max-queue", default=64, show_default=True, type=click.IntRange(min=1), help="Waiting requests before 503."
 )
 @click.option("--max-body-mb", default=64.0, show_default=True, type=click.FloatRange(min=0, min_open=True))
@@ -97,6 +104,7 @@ def command(
     token_file: str | None,
     batch_size: int,
     max_wait_ms: float,
+    parallel_batches: int,
     max_queue: int,
     max_body_mb: float,
     max_pixels: int | None,
@@ -140,6 +148,7 @@ def command(
         max_body_bytes=int(max_body_mb * (1 << 20)),
         batch_size=batch_size,
         max_wait_ms=max_wait_ms,
+        parallel_batches=parallel_batches,
         max_queue=max_queue,
         token=token,
     )

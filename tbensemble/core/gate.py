@@ -74,12 +74,28 @@ def evaluate_gate(
     threshold: float,
     limits: GateLimits = DEFAULT_LIMITS,
 ) -> GateResult:
-    """Compare a variant's held-out scores with fp32's; ``threshold`` is on the historical-rank scale."""
+    """Compare a variant's held-out scores with fp32's; ``threshold`` is on the historical-rank scale.
+
+    A variant that scores NaN or infinity on any image (an FP16 overflow, say) fails without figures.
+    """
     fp32_scores = check_scores(fp32_scores, "fp32 scores")
-    variant_scores = check_scores(variant_scores, "variant scores")
+    variant_scores = np.asarray(variant_scores, dtype=np.float64)
     if fp32_scores.shape != variant_scores.shape or fp32_scores.shape != np.shape(labels):
         raise ValueError(
             f"gate inputs differ in length: labels {np.shape(labels)}, fp32 {fp32_scores.shape}, variant {variant_scores.shape}"
+        )
+    non_finite = int(np.count_nonzero(~np.isfinite(variant_scores)))
+    if non_finite:
+        nan = float("nan")
+        return GateResult(
+            n_images=int(fp32_scores.size),
+            spearman=nan,
+            auc_fp32=auc(labels, fp32_scores, "fp32 scores"),
+            auc_variant=nan,
+            delta_auc=nan,
+            flipped_fraction=nan,
+            max_abs_diff=nan,
+            failures=[f"{non_finite} of {fp32_scores.size} scores are NaN or infinite"],
         )
     rho = spearman(fp32_scores, variant_scores)
     auc_fp32, auc_variant = auc(labels, fp32_scores, "fp32 scores"), auc(labels, variant_scores, "variant scores")

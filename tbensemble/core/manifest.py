@@ -36,8 +36,8 @@ MAX_MANIFEST_BYTES = 16 << 20
 16 MB holds over 100 models; a larger file is refused before it is parsed."""
 MAX_MODEL_BYTES = (2 << 30) - 1
 """Protobuf cannot serialise 2 GB; a larger ``.onnx`` must keep tensors outside, which is refused anyway."""
-VARIANT_RUNTIMES = ("onnxruntime", "openvino")
-VARIANT_PRECISIONS = ("fp32", "bf16", "int8")
+VARIANT_RUNTIMES = ("onnxruntime", "openvino", "onnxruntime-cuda")
+VARIANT_PRECISIONS = ("fp32", "bf16", "int8", "fp16")
 OUTPUT_ROLES = ("probability", "logit", "features")
 """The outputs the engine runs: ``probability`` to score, ``features`` with the head for CAM heatmaps."""
 

@@ -32,12 +32,18 @@ class BackboneInfo:
     """Its MD5, as keras.applications checks it (copied from the installed Keras 3.15 source)."""
     parity_tolerance: float = DEFAULT_PARITY_TOLERANCE
     """Export refuses an ONNX file whose probabilities differ from Keras by more than this."""
+    relative_step_cost: float = 1.0
+    """Seconds of one training step relative to ResNet50's at the same image and batch size, as measured by
+    ``scripts/bench_train_step.py`` (2-core CPU, float32, 384 px, batch 8, steps interleaved); ``train-folds
+    --ray`` submits the dearest jobs first by it, so only the order of these values matters there."""
 
     def __post_init__(self) -> None:
         if self.preprocessing not in PREPROCESSING_MODES:
             raise ValueError(f"backbone {self.name}: preprocessing {self.preprocessing!r} not in {PREPROCESSING_MODES}")
         if (self.imagenet_file is None) != (self.imagenet_md5 is None):
             raise ValueError(f"backbone {self.name}: imagenet_file and imagenet_md5 go together")
+        if not self.relative_step_cost > 0:
+            raise ValueError(f"backbone {self.name}: relative_step_cost must be > 0, got {self.relative_step_cost}")
         if "." not in self.constructor:
             raise ValueError(f"backbone {self.name}: constructor {self.constructor!r} is not a dotted name")
 
@@ -67,6 +73,7 @@ BACKBONES: dict[str, BackboneInfo] = _registry(
         leaderboard=True,
         imagenet_file="densenet201_weights_tf_dim_ordering_tf_kernels_notop.h5",
         imagenet_md5="c13680b51ded0fb44dff2d8f86ac8bb1",
+        relative_step_cost=1.4,
     ),
     BackboneInfo(
         "efficientnetb5",
@@ -76,9 +83,19 @@ BACKBONES: dict[str, BackboneInfo] = _registry(
         leaderboard=True,
         imagenet_file="efficientnetb5_notop.h5",
         imagenet_md5="38879255a25d3c92d5e44e04ae6cec6f",
+        relative_step_cost=1.6,
     ),
-    BackboneInfo("tinycnn", "tbensemble.train.backbones.tiny_cnn", "standardize", 128, leaderboard=False),
-    BackboneInfo("tinyresnet", "tbensemble.train.backbones.tiny_resnet", "standardize", 128, leaderboard=False),
+    BackboneInfo(
+        "tinycnn", "tbensemble.train.backbones.tiny_cnn", "standardize", 128, leaderboard=False, relative_step_cost=0.08
+    ),
+    BackboneInfo(
+        "tinyresnet",
+        "tbensemble.train.backbones.tiny_resnet",
+        "standardize",
+        128,
+        leaderboard=False,
+        relative_step_cost=0.07,
+    ),
 )
 BACKBONE_NAMES: tuple[str, ...] = tuple(BACKBONES)
 

@@ -9,6 +9,9 @@ writes them into ``RUN/models/<backbone>/fold<k>/``, each file atomically and ``
 - a driver that dies mid-commit leaves no ``done.json``, and the rerun trains that fold again, as in a
   serial run; finished folds are skipped on a rerun by the trainer's own check.
 
+Jobs are submitted dearest first (``schedule.longest_first``: the backbone's measured step cost × images ×
+epochs), so the longest folds do not start last while other workers idle.
+
 Training data must be readable at the same path on every node (a read-only mount or a copy); the run
 folder lives only where the driver runs.
 """
@@ -32,6 +35,7 @@ from tbensemble.core.errors import ArtifactError, TbensError
 from tbensemble.distributed.board import RunBoard
 from tbensemble.distributed.cluster import connected, per_worker_resources, tbens_cause
 from tbensemble.distributed.fold_task import train_fold, worker_environment
+from tbensemble.distributed.schedule import expected_cost, longest_first
 from tbensemble.train.callbacks import RunClock
 from tbensemble.train.trainer import Job, JobRunner
 
@@ -140,6 +144,9 @@ def _run_on(ray: ModuleType, config: TrainConfig, todo: list[Job], table: pd.Dat
     task = ray.remote(max_calls=1, max_retries=MAX_RETRIES, retry_exceptions=False)(train_fold).options(
         **resources, **worker_environment()
     )
+    costs = {job: expected_cost(config, job, table) for job in todo}
+    todo = longest_first(todo, costs)
+    log.info("Ray: submitted longest first: %s", ", ".join(job_key(job) for job in todo))
     table_ref = ray.put(table)
     run_started = time.time()
     token = hashlib.sha256(str(run.resolve()).encode()).hexdigest()[:12]

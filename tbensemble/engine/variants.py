@@ -3,8 +3,9 @@
 Both come back behind ONNX Runtime's ``run(output_names, feed) -> list[array]`` call (and its
 ``get_inputs``/``get_outputs``, so the session's signature is checked against the manifest either way),
 so the ensemble, CAM and benchmarks need not know which runtime scores an image. A chosen variant is used
-only where it can run as it was measured: on the CPU, with its runtime installed and the instruction sets
-it needs; otherwise the model runs in fp32 and one log line says why. Every file is read once, checked
+only where it can run as it was measured: a CPU variant on the CPU, with its runtime installed and the
+instruction sets it needs; a CUDA variant (``tbens optimize --target cuda``) where the session really gets
+CUDA; otherwise the model runs in fp32 and one log line says why. Every file is read once, checked
 as ``core.manifest.read_artifact`` says (inside the folder, a regular file, its sha256), and the runtime
 is given those very bytes; a variant file that fails is refused like any model file.
 """
@@ -20,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from tbensemble.core.errors import ArtifactError, TbensError
+from tbensemble.core.errors import ArtifactError, DeviceError, TbensError
 from tbensemble.core.gate import FP32
 from tbensemble.core.manifest import Manifest, ModelEntry, VariantEntry, read_artifact
 from tbensemble.engine.session import make_session, physical_cores, why_no_cuda
@@ -29,6 +30,8 @@ from tbensemble.engine.signature import check_signature
 PRECISIONS = ("auto", "fp32")
 OPENVINO = "openvino"
 ONNXRUNTIME = "onnxruntime"
+ONNXRUNTIME_CUDA = "onnxruntime-cuda"
+"""A variant built and measured on ONNX Runtime's CUDA provider (``tbens optimize --target cuda``)."""
 OPENVINO_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 """Variant precision -> OpenVINO ``INFERENCE_PRECISION_HINT`` (an INT8 IR keeps its unquantised ops in f32)."""
 
@@ -123,6 +126,8 @@ def why_unavailable(runtime: str, requires: Sequence[str]) -> str | None:
     """Why a variant on ``runtime`` needing CPU capabilities ``requires`` cannot run here (None: it can)."""
     if runtime == ONNXRUNTIME:
         return None
+    if runtime == ONNXRUNTIME_CUDA:
+        return why_no_cuda()
     if runtime != OPENVINO:
         return f"runtime {runtime!r} is not known to this tbensemble"
     try:
@@ -151,7 +156,8 @@ def open_variant(
     if variant.runtime == OPENVINO:
         runner = compile_openvino(str(path), variant.precision, threads, model=data, weights=weights)
         return runner, f"OpenVINO CPU {variant.precision}"
-    session, provider = make_session(path, "cpu", threads, model=data)
+    device = "cuda" if variant.runtime == ONNXRUNTIME_CUDA else "cpu"
+    session, provider = make_session(path, device, threads, model=data)
     return session, f"{provider} {variant.precision}"
 
 
@@ -166,7 +172,8 @@ def open_model(
     """The runner for one fold model, the provider label, and the variant name actually running.
 
     ``precision=auto`` runs the manifest's chosen variant where it can run here; ``fp32`` always runs the
-    exported model. Variants are CPU builds: on CUDA the fp32 model runs. ``fp32_bytes`` are the exported
+    exported model. A variant runs only on the device it was built for (CPU variants on the CPU, CUDA ones
+    where the session really gets CUDA); elsewhere the fp32 model runs. ``fp32_bytes`` are the exported
     model's verified bytes (``read_model``), read whether or not a variant runs, so a tampered shipment is
     refused whichever file would have run.
     """
@@ -178,14 +185,19 @@ def open_model(
         variant = entry.variant(name)
         data, weights = read_variant(manifest, entry, variant)
         on_cpu = device == "cpu" or (device == "auto" and why_no_cuda() is not None)
-        reason = (
-            why_unavailable(variant.runtime, variant.requires)
-            if on_cpu
-            else "variants are CPU builds and this run uses CUDA"
-        )
+        if variant.runtime == ONNXRUNTIME_CUDA:
+            reason = "it is a CUDA build and this run uses the CPU" if on_cpu else None
+        else:
+            reason = (
+                why_unavailable(variant.runtime, variant.requires)
+                if on_cpu
+                else "it is a CPU build and this run uses CUDA"
+            )
         if reason is None:
             try:
                 runner, label = open_variant(manifest, variant, data, weights, threads)
+            except DeviceError:  # onnxruntime fell back to the CPU silently
+                reason = "its session did not get CUDA (onnxruntime could not start it)"
             except TbensError as exc:  # e.g. another OpenVINO version that cannot compile it: fp32 still can
                 reason = str(exc)
             else:

@@ -8,6 +8,11 @@
 - ``ort-int8-qoperator`` / ``ort-int8-qdq``: ONNX Runtime static INT8 of every op but the head.
 - ``ort-int8-conv``: only the convolutions in INT8 (QOperator); models whose batch-norms cannot be folded
   (DenseNet's after each concat) lose their ranking when fully quantised but keep it this way.
+
+On the CUDA target (``--target cuda``, measured against fp32 on the same GPU):
+
+- ``cuda-fp16``: an FP16 copy of the model on ONNX Runtime's CUDA provider, inputs, outputs and head
+  in fp32 (``optimize.fp16``).
 """
 
 from __future__ import annotations
@@ -21,8 +26,9 @@ from tbensemble.core import atomic
 from tbensemble.core.errors import TbensError
 from tbensemble.core.manifest import Manifest, ModelEntry, sha256_of
 from tbensemble.engine.session import make_session
-from tbensemble.engine.variants import ONNXRUNTIME, OPENVINO, compile_openvino
-from tbensemble.optimize.quantize import ViewBatches, quantize_int8, quantize_openvino_int8
+from tbensemble.engine.variants import ONNXRUNTIME, ONNXRUNTIME_CUDA, OPENVINO, compile_openvino
+from tbensemble.optimize.fp16 import convert_fp16
+from tbensemble.optimize.quantize import CalibrationViews, quantize_int8, quantize_openvino_int8
 
 VARIANTS_DIR = "onnx/variants"
 
@@ -45,15 +51,16 @@ CPU_VARIANTS: tuple[VariantSpec, ...] = (
     VariantSpec("ort-int8-qdq", ONNXRUNTIME, "int8", quant_format="QDQ"),
     VariantSpec("ort-int8-conv", ONNXRUNTIME, "int8", quant_format="QOperator", op_types=("Conv",)),
 )
-TARGETS = {"cpu": CPU_VARIANTS}
+CUDA_VARIANTS: tuple[VariantSpec, ...] = (VariantSpec("cuda-fp16", ONNXRUNTIME_CUDA, "fp16"),)
+TARGETS = {"cpu": CPU_VARIANTS, "cuda": CUDA_VARIANTS}
+TARGET_DEVICE = {"cpu": "cpu", "cuda": "cuda"}
+"""The device fp32 and the variants of a target are run and timed on."""
 
 
 def select_specs(target: str, names: list[str] | None) -> list[VariantSpec]:
     """The target's variants, or the named subset (an unknown name is a usage error naming the allowed)."""
     if target not in TARGETS:
-        raise TbensError(
-            f"--target {target!r}: only 'cpu' is built by this version (CUDA FP16/TensorRT: see docs/optimize.md)"
-        )
+        raise TbensError(f"--target {target!r}: not known; allowed: {', '.join(TARGETS)}")
     specs = {s.name: s for s in TARGETS[target]}
     unknown = [n for n in names or [] if n not in specs]
     if unknown:
@@ -72,9 +79,9 @@ class BuiltVariant:
 
 
 def build_variant(
-    spec: VariantSpec, manifest: Manifest, entry: ModelEntry, calibration: Callable[[], ViewBatches]
+    spec: VariantSpec, manifest: Manifest, entry: ModelEntry, calibration: Callable[[], CalibrationViews]
 ) -> BuiltVariant:
-    """Build (INT8: quantise and write atomically) and open one variant of ``entry``."""
+    """Build (INT8, FP16: convert and write atomically) and open one variant of ``entry`` on its device."""
     if spec.runtime == OPENVINO and spec.precision == "int8":
         xml = f"{VARIANTS_DIR}/{entry.name}.{spec.name}.xml"
         bin_file = xml[: -len(".xml")] + ".bin"
@@ -88,6 +95,11 @@ def build_variant(
         return BuiltVariant(spec, entry.file, entry.sha256, runner)
     file = f"{VARIANTS_DIR}/{entry.name}.{spec.name}.onnx"
     path = manifest.root / file
+    if spec.runtime == ONNXRUNTIME_CUDA:
+        with atomic.atomic_path(path) as tmp:
+            convert_fp16(manifest.model_path(entry), tmp, entry.outputs["features"])
+        session, _ = make_session(path, "cuda")
+        return BuiltVariant(spec, file, sha256_of(path), session)
     with atomic.atomic_path(path) as tmp:
         quantize_int8(
             manifest.model_path(entry),

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from tbensemble.core import atomic
-from tbensemble.core.errors import TbensError
+from tbensemble.core.errors import DeviceError, TbensError
 from tbensemble.core.gate import DEFAULT_LIMITS, FP32, Candidate, GateLimits, choose_variant, evaluate_gate
 from tbensemble.core.manifest import (
     Manifest,
@@ -36,11 +36,11 @@ from tbensemble.core.manifest import (
 )
 from tbensemble.core.metrics import auc, quantile_reference
 from tbensemble.data.views import apply_views
-from tbensemble.engine.session import make_session
+from tbensemble.engine.session import make_session, why_no_cuda
 from tbensemble.engine.variants import why_unavailable
-from tbensemble.optimize.candidates import VariantSpec, build_variant, remove_stale, select_specs
+from tbensemble.optimize.candidates import TARGET_DEVICE, VariantSpec, build_variant, remove_stale, select_specs
 from tbensemble.optimize.images import FoldImages, fold_images, run_training_set
-from tbensemble.optimize.quantize import ViewBatches
+from tbensemble.optimize.quantize import CalibrationViews
 
 LOCK_NAME = ".optimize.lock"
 REPORT_NAME = "optimize.json"
@@ -71,13 +71,9 @@ class ModelReport:
     reused: bool = False
 
 
-def calibration_images_for(size: int) -> int:
-    """Default INT8 calibration sample: 64 images at 128 px, fewer as pixels grow (8 at 384 px).
-
-    ONNX Runtime's calibrator keeps every batch's activations until it computes the ranges: with 32
-    images at 384 px DenseNet201 took 24 GB and was killed; 8 images peaked at 20 GB with NNCF.
-    """
-    return max(8, int(64 * (128 / size) ** 2))
+CALIBRATION_IMAGES = 128
+"""Default INT8 calibration sample (each image with all its TTA views). Calibration runs one view at a
+time, so its memory does not grow with this count (see ``optimize.quantize``)."""
 
 
 def score_interleaved(
@@ -139,10 +135,12 @@ def optimize_model(
     threshold: float,
     batch_size: int,
     limits: GateLimits,
+    device: str = "cpu",
 ) -> ModelReport:
-    """Build, score, time and gate every variant of one model; set its variants and default in place."""
+    """Build, score, time and gate every variant of one model against fp32 on ``device``; set its variants
+    and default in place."""
     views = manifest.ensemble.tta
-    fp32, _ = make_session(manifest.model_path(entry), "cpu")
+    fp32, _ = make_session(manifest.model_path(entry), device)
     runners: dict[str, Any] = {FP32: fp32}
     built, candidates = {}, {}
     for spec in specs:
@@ -150,7 +148,7 @@ def optimize_model(
         if reason is None:
             try:
                 built[spec.name] = build_variant(
-                    spec, manifest, entry, lambda: ViewBatches(images.calibration, views, entry.input.name, batch_size)
+                    spec, manifest, entry, lambda: CalibrationViews(images.calibration, views, entry.input.name)
                 )
                 runners[spec.name] = built[spec.name].runner
                 continue
@@ -159,14 +157,14 @@ def optimize_model(
                 log.warning("%s: %s %s", entry.name, spec.name, reason)
         candidates[spec.name] = Candidate(spec.name, 0.0, None, unavailable=reason)
     scores, speed = score_interleaved(runners, entry, images.heldout, views, batch_size)
-    references = {name: quantile_reference(s) for name, s in scores.items() if name != FP32}
+    references = {n: quantile_reference(s) for n, s in scores.items() if n != FP32 and np.isfinite(s).all()}
     for name in built:
         gate = evaluate_gate(
             images.labels,
             scores[FP32],
             scores[name],
             np.asarray(entry.oof_scores_sorted),
-            references[name],
+            np.asarray(references.get(name, [])),
             threshold,
             limits,
         )
@@ -225,6 +223,8 @@ def optimize_run(
     """Optimize every fold model of an exported run; returns one report per model (also in optimize.json)."""
     run = Path(run_dir)
     specs = select_specs(target, variant_names)
+    if TARGET_DEVICE[target] == "cuda" and (reason := why_no_cuda()):
+        raise DeviceError(f"--target cuda: {reason}; the CUDA variants are built and timed on a GPU")
     with exclusive(run):
         return _optimize_models(run, target, specs, data_dir, n_calibration, batch_size, limits, force, on_model)
 
@@ -257,16 +257,18 @@ def _optimize_models(
     ensemble = manifest.ensemble
     threshold = float(ensemble.operating_points[ensemble.default_operating_point]["threshold"])
     reports, earlier = [], _earlier_reports(run)
+    names = {s.name for s in select_specs(target, None)}
     for entry in manifest.models:
-        if entry.variants and not force:
+        if entry.variants and not force and {v.name for v in entry.variants} <= names:
             report = _reused_report(entry, earlier)
         else:
             entry.variants, entry.default_variant = [], FP32
             save_manifest(manifest, run)
             remove_stale(manifest, entry)
-            count = n_calibration or calibration_images_for(entry.input.size)
-            images = fold_images(frame, entry.fold, entry.input.size, count)
-            report = optimize_model(manifest, entry, specs, images, threshold, batch_size, limits)
+            images = fold_images(frame, entry.fold, entry.input.size, n_calibration or CALIBRATION_IMAGES)
+            report = optimize_model(
+                manifest, entry, specs, images, threshold, batch_size, limits, TARGET_DEVICE[target]
+            )
             save_manifest(manifest, run)
         reports.append(report)
         atomic.write_json(

@@ -51,6 +51,7 @@ class ServeSettings:
     max_wait_ms: float = 5.0
     max_queue: int = 64
     decode_workers: int = 2
+    parallel_batches: int = 2
     token: str | None = None
 
 
@@ -121,13 +122,13 @@ def create_app(
     """The FastAPI app around a loaded ensemble; ready once its models have been warmed up in the lifespan."""
     settings = settings or ServeSettings()
     metrics = metrics or ServiceMetrics(drift_statistic(triage))
-    infer_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="infer")
+    infer_pool = ThreadPoolExecutor(max_workers=settings.parallel_batches, thread_name_prefix="infer")
     decode_pool = ThreadPoolExecutor(max_workers=settings.decode_workers, thread_name_prefix="decode")
     audit_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit")
     state = {"ready": False, "in_flight": 0}
-    # Requests past this many (reading, decoding, waiting or in the running batch) are refused before their
+    # Requests past this many (reading, decoding, waiting or in a running batch) are refused before their
     # body is read, so a flood cannot hold unbounded bodies in memory.
-    max_in_flight = settings.max_queue + settings.batch_size
+    max_in_flight = settings.max_queue + settings.batch_size * settings.parallel_batches
 
     def run_batch(jobs: list[_Job]) -> list[tuple[dict[str, Any], Future]]:
         """Decide a batch on the inference thread; its audit lines go to the audit thread, so the next batch
@@ -157,6 +158,7 @@ def create_app(
         max_wait_s=settings.max_wait_ms / 1000.0,
         max_pending=settings.max_queue,
         on_batch=metrics.batch_size.observe,
+        max_running=settings.parallel_batches,
     )
     metrics.queue_depth.set_function(lambda: batcher.pending)
 

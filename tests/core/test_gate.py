@@ -69,6 +69,16 @@ def test_constant_variant_fails_rather_than_passing_on_nan(heldout):
     assert not result.passed and "Spearman nan" in result.failures[0]
 
 
+def test_nan_scores_fail_the_variant_instead_of_stopping_optimize(heldout):
+    """An FP16 copy that overflows scores NaN: that variant fails, the other variants still get gated."""
+    labels, scores = heldout
+    variant = scores.copy()
+    variant[[3, 7]] = [np.nan, np.inf]
+    result = evaluate_gate(labels, scores, variant, quantile_reference(scores), np.array([]), 0.8)
+    assert not result.passed and result.failures == ["2 of 500 scores are NaN or infinite"]
+    assert np.isnan(result.spearman) and result.auc_fp32 > 0.5
+
+
 def test_mismatched_lengths_are_refused(heldout):
     labels, scores = heldout
     with pytest.raises(ValueError, match="differ in length"):

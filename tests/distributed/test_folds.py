@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -121,3 +122,19 @@ def test_a_second_driver_on_the_same_run_folder_is_refused(demo, tmp_path, local
     finally:
         local_ray.kill(other)
     assert not list(run.rglob("done.json"))
+
+
+def test_ray_starts_queued_one_cpu_tasks_in_the_order_submitted(local_ray):
+    """Longest-first submission relies on it: Ray hands freed workers the oldest queued task of one shape."""
+
+    @local_ray.remote(num_cpus=1)
+    def started_at(seconds: float) -> float:
+        began = time.time()
+        time.sleep(seconds)
+        return began
+
+    cpus = int(local_ray.cluster_resources()["CPU"])
+    starts = local_ray.get([started_at.remote(0.5) for _ in range(3 * cpus)])
+    rounds = [starts[i : i + cpus] for i in range(0, len(starts), cpus)]
+    for earlier, later in itertools.pairwise(rounds):
+        assert max(earlier) < min(later), starts

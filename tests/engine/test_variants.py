@@ -131,6 +131,32 @@ def test_onnxruntime_variant_runs_its_own_file(tmp_path, images):
     np.testing.assert_allclose(ensemble.score(images)["tiny-f0"], fp32_scores(root, images), atol=1e-6)
 
 
+def test_cuda_variant_on_the_cpu_runs_fp32_with_one_log_line(tmp_path, images, caplog):
+    root = make_artifacts(tmp_path)
+    set_variants(
+        root, [ort_variant(root, "cuda-fp16") | {"runtime": "onnxruntime-cuda", "precision": "fp16"}], "cuda-fp16"
+    )
+    with caplog.at_level(logging.WARNING):
+        ensemble = Ensemble.load(root, device="cpu")
+    assert ensemble.variants == {"tiny-f0": "fp32"}
+    assert "variant cuda-fp16 not used (it is a CUDA build and this run uses the CPU)" in caplog.text
+    np.testing.assert_allclose(ensemble.score(images)["tiny-f0"], fp32_scores(root, images), atol=1e-6)
+
+
+@pytest.mark.skipif(engine_variants.why_no_cuda() is None, reason="CUDA works here: the variant would run")
+def test_cuda_variant_whose_session_gets_no_cuda_falls_back(tmp_path, monkeypatch, caplog):
+    """onnxruntime falls back to the CPU silently when CUDA cannot start: the variant must not run there."""
+    monkeypatch.setattr(engine_variants, "why_no_cuda", lambda: None)
+    root = make_artifacts(tmp_path)
+    set_variants(
+        root, [ort_variant(root, "cuda-fp16") | {"runtime": "onnxruntime-cuda", "precision": "fp16"}], "cuda-fp16"
+    )
+    with caplog.at_level(logging.WARNING):
+        ensemble = Ensemble.load(root, device="auto")
+    assert ensemble.variants == {"tiny-f0": "fp32"}
+    assert "variant cuda-fp16 not used (its session did not get CUDA" in caplog.text
+
+
 def test_tampered_variant_is_refused_even_where_it_would_not_run(tmp_path, monkeypatch):
     root = make_artifacts(tmp_path / "artifacts")
     variant = ort_variant(root)

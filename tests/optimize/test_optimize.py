@@ -141,8 +141,8 @@ def test_openvino_missing_makes_its_variants_unavailable_not_fatal(run, monkeypa
 def test_bad_inputs_are_one_line_errors(run, tmp_path):
     with pytest.raises(TbensError, match="--variants int4: not known; allowed: openvino-fp32"):
         optimize_run(run, variant_names=["int4"])
-    with pytest.raises(TbensError, match="--target 'cuda': only 'cpu'"):
-        optimize_run(run, target="cuda")
+    with pytest.raises(TbensError, match="--target 'tpu': not known; allowed: cpu, cuda"):
+        optimize_run(run, target="tpu")
     with pytest.raises(DataError, match="no dataset found"):
         optimize_run(run, data_dir=tmp_path / "run" / "onnx")
     other = tmp_path / "other"
@@ -182,9 +182,3 @@ def test_openvino_int8_ir_hashes_both_files_and_a_tampered_bin_is_refused(run):
         handle.write(b"\xff\xff\xff\xff")
     with pytest.raises(ArtifactError, match=r"openvino-int8\.bin: sha256 .* does not match"):
         Ensemble.load(run, device="cpu")
-
-
-def test_calibration_sample_shrinks_as_inputs_grow():
-    from tbensemble.optimize.run import calibration_images_for
-
-    assert [calibration_images_for(s) for s in (32, 128, 256, 384, 1024)] == [1024, 64, 16, 8, 8]

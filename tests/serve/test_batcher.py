@@ -72,3 +72,46 @@ def test_a_failing_batch_fails_only_its_own_requests():
     first, second = _run(main())
     assert all(isinstance(r, ValueError) for r in first)
     assert second == "ok"
+
+
+def test_two_batches_run_at_once_with_max_running_two():
+    import threading
+
+    both_started = threading.Barrier(2, timeout=5)
+
+    def run_batch(items):
+        both_started.wait()  # raises BrokenBarrierError if the second batch never starts alongside
+        return items
+
+    async def main():
+        with ThreadPoolExecutor(2) as pool:
+            batcher = MicroBatcher(run_batch, pool, max_batch=2, max_wait_s=0.01, max_running=2)
+            worker = asyncio.create_task(batcher.run())
+            results = await asyncio.gather(*(batcher.submit(i) for i in range(4)))
+            worker.cancel()
+            return results
+
+    assert _run(main()) == [0, 1, 2, 3]
+
+
+def test_stopping_the_batcher_lets_running_batches_answer():
+    import threading
+
+    release = threading.Event()
+
+    def run_batch(items):
+        release.wait(5)
+        return items
+
+    async def main():
+        with ThreadPoolExecutor(2) as pool:
+            batcher = MicroBatcher(run_batch, pool, max_batch=1, max_wait_s=0.0, max_running=2)
+            worker = asyncio.create_task(batcher.run())
+            answers = [asyncio.create_task(batcher.submit(i)) for i in range(2)]
+            await asyncio.sleep(0.05)
+            worker.cancel()
+            release.set()
+            await asyncio.gather(worker, return_exceptions=True)
+            return await asyncio.gather(*answers)
+
+    assert _run(main()) == [0, 1]
