@@ -234,3 +234,17 @@ def test_a_variant_entry_is_checked_when_the_manifest_is_read(tmp_path, change, 
     with pytest.raises(ArtifactError) as error:
         Ensemble.load(root, device="cpu", precision="fp32")
     assert problem in str(error.value)
+
+
+@needs_openvino
+def test_the_api_and_the_ray_actor_run_the_precision_asked_for(tmp_path):
+    """Found while routing ``tbens predict`` through the API: Ray's actors loaded with the default precision."""
+    import tbensemble
+    from tbensemble.distributed.scoring import EnsembleScorer
+
+    root = make_artifacts(tmp_path)
+    set_variants(root, [openvino_variant(root)], "openvino-fp32")
+    for precision, running in (("auto", "openvino-fp32"), ("fp32", "fp32")):
+        assert tbensemble.load(root, device="cpu", precision=precision).ensemble.variants == {"tiny-f0": running}
+        actor = EnsembleScorer(str(root), "cpu", ["identity"], 4, precision=precision)
+        assert actor.ensemble.variants == {"tiny-f0": running}
