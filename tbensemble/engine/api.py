@@ -9,6 +9,7 @@ the same whether it arrives as a file, as the bytes of that file, or as its pixe
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import tempfile
 import threading
@@ -36,6 +37,8 @@ Input = str | os.PathLike | np.ndarray | bytes | bytearray | memoryview
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 JPEG_MAGIC = b"\xff\xd8\xff"
 DICOM_MAGIC_OFFSET = 128
+
+log = logging.getLogger(__name__)
 
 
 def sniff_image_type(data: bytes) -> str | None:
@@ -99,6 +102,14 @@ class Decoded:
 
     image: np.ndarray
     header: dict[str, str] | None
+
+
+@dataclass
+class _Failed:
+    """An input that could not be decoded, and why (``predict`` skips it if it is a file and asked to)."""
+
+    item: Input
+    error: DataError
 
 
 @dataclass
@@ -176,9 +187,23 @@ class TriageEnsemble:
         with ThreadPoolExecutor(max_workers=self.decode_workers, thread_name_prefix="decode") as pool:
             for start in range(0, len(items), batch_size):
                 chunk = slice(start, start + batch_size)
-                decoded = list(pool.map(self.prepare, items[chunk], names[chunk]))
-                frames.append(self.decide(names[chunk], decoded, operating_point))
+                decoded = list(pool.map(self._prepare_or_error, items[chunk], names[chunk]))
+                kept = [(name, d) for name, d in zip(names[chunk], decoded, strict=True) if isinstance(d, Decoded)]
+                for failed in (d for d in decoded if isinstance(d, _Failed)):
+                    if not (skip_bad and isinstance(failed.item, (str, os.PathLike))):
+                        raise failed.error
+                    log.warning("skipped %s", failed.error)
+                if kept:
+                    frames.append(self.decide([n for n, _ in kept], [d for _, d in kept], operating_point))
+        if not frames:
+            raise DataError(f"none of the {len(items)} inputs could be decoded")
         return pd.concat(frames, ignore_index=True)
+
+    def _prepare_or_error(self, item: Input, name: str) -> Decoded | _Failed:
+        try:
+            return self.prepare(item, name)
+        except DataError as error:
+            return _Failed(item, error)
 
     def score_files(
         self,

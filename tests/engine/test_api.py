@@ -158,6 +158,18 @@ def test_paths_with_skip_bad_leave_out_the_bad_file_and_keep_the_order(triage, f
 
 
 @pytest.mark.slow
+def test_skip_bad_leaves_out_bad_files_in_a_mixed_list_but_never_bad_bytes(triage, files, tmp_path):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 10)
+    frame = triage.predict([files[0].read_bytes(), broken, files[1]], ids=["sent", "broken", "b"], skip_bad=True)
+    assert frame["image_id"].tolist() == ["sent", "b"]
+    with pytest.raises(DataError, match=r"broken\.png: cannot decode"):
+        triage.predict([files[0].read_bytes(), broken], skip_bad=False)
+    with pytest.raises(DataError, match=r"^bad: "):
+        triage.predict([broken.read_bytes(), files[0]], ids=["bad", "a"], skip_bad=True)
+
+
+@pytest.mark.slow
 def test_operating_point_is_chosen_per_call(triage, files):
     for name, point in triage.ensemble.manifest.ensemble.operating_points.items():
         by_path = triage.predict(files, operating_point=name)
