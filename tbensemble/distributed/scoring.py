@@ -142,8 +142,9 @@ def predict_images_ray(
     """What :func:`tbensemble.engine.predict.predict_images` returns, scored by an actor pool on Ray.
 
     ``ensemble`` (loaded on the driver) names the models and the TTA views; the actors load their own
-    from ``artifacts`` with the same ``device`` and ``precision`` (so each model runs the same variant). Without ``skip_bad``, a bad file fails the run after all are decoded; errors, skipped
-    list and warnings come from the engine's own ``finish_prediction``."""
+    from ``artifacts`` with the same ``device`` and ``precision`` (so each model runs the same variant).
+    Without ``skip_bad``, a bad file fails the run after all are decoded; errors, skipped list and warnings
+    come from the engine's own ``finish_prediction``."""
     ids, paths = images["image_id"].astype(str).tolist(), images["path"].astype(str).tolist()
     n, block = len(paths), batch_size * BATCHES_PER_CALL
     names = [m.name for m in ensemble.manifest.models]

@@ -53,8 +53,7 @@ CPU_VARIANTS: tuple[VariantSpec, ...] = (
 )
 CUDA_VARIANTS: tuple[VariantSpec, ...] = (VariantSpec("cuda-fp16", ONNXRUNTIME_CUDA, "fp16"),)
 TARGETS = {"cpu": CPU_VARIANTS, "cuda": CUDA_VARIANTS}
-TARGET_DEVICE = {"cpu": "cpu", "cuda": "cuda"}
-"""The device fp32 and the variants of a target are run and timed on."""
+"""Each target is named after the device its variants and fp32 are run and timed on."""
 
 
 def select_specs(target: str, names: list[str] | None) -> list[VariantSpec]:

@@ -38,7 +38,7 @@ from tbensemble.core.metrics import auc, quantile_reference
 from tbensemble.data.views import apply_views
 from tbensemble.engine.session import make_session, why_no_cuda
 from tbensemble.engine.variants import why_unavailable
-from tbensemble.optimize.candidates import TARGET_DEVICE, VariantSpec, build_variant, remove_stale, select_specs
+from tbensemble.optimize.candidates import VariantSpec, build_variant, remove_stale, select_specs
 from tbensemble.optimize.images import FoldImages, fold_images, run_training_set
 from tbensemble.optimize.quantize import CalibrationViews
 
@@ -223,7 +223,7 @@ def optimize_run(
     """Optimize every fold model of an exported run; returns one report per model (also in optimize.json)."""
     run = Path(run_dir)
     specs = select_specs(target, variant_names)
-    if TARGET_DEVICE[target] == "cuda" and (reason := why_no_cuda()):
+    if target == "cuda" and (reason := why_no_cuda()):
         raise DeviceError(f"--target cuda: {reason}; the CUDA variants are built and timed on a GPU")
     with exclusive(run):
         return _optimize_models(run, target, specs, data_dir, n_calibration, batch_size, limits, force, on_model)
@@ -266,9 +266,7 @@ def _optimize_models(
             save_manifest(manifest, run)
             remove_stale(manifest, entry)
             images = fold_images(frame, entry.fold, entry.input.size, n_calibration or CALIBRATION_IMAGES)
-            report = optimize_model(
-                manifest, entry, specs, images, threshold, batch_size, limits, TARGET_DEVICE[target]
-            )
+            report = optimize_model(manifest, entry, specs, images, threshold, batch_size, limits, target)
             save_manifest(manifest, run)
         reports.append(report)
         atomic.write_json(

@@ -55,6 +55,11 @@ def ort_variant(root, name="ort-int8-qoperator"):
     )
 
 
+def cuda_variant(root):
+    """A CUDA FP16 variant entry (a copy of the fp32 model stands in for the converted one)."""
+    return ort_variant(root, "cuda-fp16") | {"runtime": "onnxruntime-cuda", "precision": "fp16"}
+
+
 @needs_openvino
 def test_auto_runs_the_chosen_openvino_variant_on_its_own_reference(tmp_path, images):
     root = make_artifacts(tmp_path)
@@ -133,9 +138,7 @@ def test_onnxruntime_variant_runs_its_own_file(tmp_path, images):
 
 def test_cuda_variant_on_the_cpu_runs_fp32_with_one_log_line(tmp_path, images, caplog):
     root = make_artifacts(tmp_path)
-    set_variants(
-        root, [ort_variant(root, "cuda-fp16") | {"runtime": "onnxruntime-cuda", "precision": "fp16"}], "cuda-fp16"
-    )
+    set_variants(root, [cuda_variant(root)], "cuda-fp16")
     with caplog.at_level(logging.WARNING):
         ensemble = Ensemble.load(root, device="cpu")
     assert ensemble.variants == {"tiny-f0": "fp32"}
@@ -148,9 +151,7 @@ def test_cuda_variant_whose_session_gets_no_cuda_falls_back(tmp_path, monkeypatc
     """onnxruntime falls back to the CPU silently when CUDA cannot start: the variant must not run there."""
     monkeypatch.setattr(engine_variants, "why_no_cuda", lambda: None)
     root = make_artifacts(tmp_path)
-    set_variants(
-        root, [ort_variant(root, "cuda-fp16") | {"runtime": "onnxruntime-cuda", "precision": "fp16"}], "cuda-fp16"
-    )
+    set_variants(root, [cuda_variant(root)], "cuda-fp16")
     with caplog.at_level(logging.WARNING):
         ensemble = Ensemble.load(root, device="auto")
     assert ensemble.variants == {"tiny-f0": "fp32"}
