@@ -83,6 +83,10 @@ BACKBONES: dict[str, BackboneInfo] = _registry(
         leaderboard=True,
         imagenet_file="efficientnetb5_notop.h5",
         imagenet_md5="38879255a25d3c92d5e44e04ae6cec6f",
+        # Keras alone moves a barely-trained EfficientNetB5's probabilities by ~5e-5 between batch sizes; the
+        # leaderboard-path test's export measured 8.1e-5 and 1.1e-4 on two runs of one seed. A broken export
+        # is off by orders more (a lost rescaling layer, statistics of 4 images: |Δ logit| 4.6e4).
+        parity_tolerance=3e-4,
         relative_step_cost=1.6,
     ),
     BackboneInfo(
