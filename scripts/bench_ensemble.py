@@ -171,11 +171,25 @@ def bench_seed(args: argparse.Namespace, base: TrainConfig, seed: int) -> dict[s
         "weights": weights,
         "oof_auc": {b: metrics["backbones"][b]["oof_auc"] for b in base.backbones}
         | {"ensemble": metrics["ensemble"]["oof_auc"]},
-        "nested_auc": {m: r["nested_auc"] for m, r in metrics["ensemble"]["weighting_comparison"]["methods"].items()}
-        if metrics["ensemble"].get("weighting_comparison")
-        else None,
+        "nested": nested_figures(metrics),
         "train_seconds": {"ensemble": ensemble_seconds, "seed's way": seed_seconds},
         "swing": swing(root / "ensemble", list(base.backbones), args.swing_epochs),
+    }
+
+
+def nested_figures(metrics: dict) -> dict[str, dict[str, float]] | None:
+    """Per weighting method: nested-CV OOF AUC with its interval, and its paired gain over the best backbone."""
+    comparison = metrics["ensemble"].get("weighting_comparison")
+    if not comparison:
+        return None
+    return {
+        method: {
+            "auc": r["nested_auc"],
+            "ci": [r["ci_low"], r["ci_high"]],
+            "vs_best": r["vs_best_backbone"]["delta"],
+            "vs_best_ci": [r["vs_best_backbone"]["ci_low"], r["vs_best_backbone"]["ci_high"]],
+        }
+        for method, r in comparison["methods"].items()
     }
 
 
@@ -220,8 +234,15 @@ def print_seed(result: dict[str, Any]) -> None:
     seed_way = seconds["seed's way"]
     print(f"  training: ensemble {seconds['ensemble']:.0f}s, seed's way {seed_way:.0f}s")
     print(f"  val-AUC swing over the last epochs: {_swing_line(result['swing'])}")
-    if result["nested_auc"]:
-        print(f"  nested OOF AUC: {json.dumps({k: round(v, 4) for k, v in result['nested_auc'].items()})}")
+    if result["nested"]:
+        print("  nested-CV OOF AUC per weighting method (gain over the best backbone, paired):")
+        for method, r in result["nested"].items():
+            low, high = r["ci"]
+            gain_low, gain_high = r["vs_best_ci"]
+            print(
+                f"    {method:8s} {r['auc']:.4f} [{low:.4f}, {high:.4f}]   "
+                f"{r['vs_best']:+.4f} [{gain_low:+.4f}, {gain_high:+.4f}]"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
