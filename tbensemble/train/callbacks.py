@@ -6,6 +6,7 @@ import logging
 import math
 import os
 import time
+import weakref
 from pathlib import Path
 
 import keras
@@ -48,6 +49,21 @@ and ResNet50 at 384 px then held 8.0 GB for 16 images (2-core CPU; 64 images wer
 23 GB), against 1.6 GB for 16 and 3.6 GB for 64 as a graph."""
 
 
+_STATISTICS_PASSES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _statistics_pass(model: keras.Model, image_shape: tuple[int, ...], trainable: tuple[bool, ...]):
+    """The model's training-mode forward pass as a graph, traced once per model, image shape and set of
+    trainable batch-norms (warm-up freezes the backbone's, fine-tuning frees them; a graph keeps what it was
+    traced with, as it keeps each momentum at 0): one pass per validation would otherwise retrace each epoch."""
+    passes = _STATISTICS_PASSES.setdefault(model, {})
+    key = (image_shape, trainable)
+    if key not in passes:
+        spec = tf.TensorSpec((None, *image_shape), tf.float32)
+        passes[key] = tf.function(lambda batch: model(batch, training=True), input_signature=[spec])
+    return passes[key]
+
+
 def precise_batch_norm(model: keras.Model, images: np.ndarray, batch_size: int = BATCH_NORM_BATCH) -> None:
     """Set every trainable batch-norm's moving statistics to the mean and variance of its inputs over all of
     ``images`` (float32 (N, S, S, 1), unaugmented training images), for the weights the model holds now.
@@ -70,7 +86,7 @@ def precise_batch_norm(model: keras.Model, images: np.ndarray, batch_size: int =
     try:
         for layer in layers:
             layer.momentum = 0.0  # each call leaves exactly its batch's statistics in the moving ones
-        forward = tf.function(lambda batch: model(batch, training=True))  # traced after the momentum is 0
+        forward = _statistics_pass(model, images.shape[1:], tuple(layer.trainable for layer in layers))
         for start in range(0, len(images), batch_size):
             batch = images[start : start + batch_size]
             forward(tf.constant(batch))

@@ -11,7 +11,7 @@ import tensorflow as tf
 from tbensemble.data.phantoms import write_demo_dataset
 from tbensemble.train import trainer
 from tbensemble.train.backbones import build_model
-from tbensemble.train.callbacks import precise_batch_norm
+from tbensemble.train.callbacks import _statistics_pass, precise_batch_norm
 from tbensemble.train.pipeline import load_images
 
 
@@ -59,6 +59,24 @@ def test_the_pass_runs_as_a_graph_so_activations_are_freed_as_it_goes():
     model = keras.Model(inputs, keras.layers.BatchNormalization()(spy(inputs)))
     precise_batch_norm(model, np.ones((5, 2), dtype=np.float32), batch_size=2)
     assert spy.eager_calls and not any(spy.eager_calls)
+
+
+def test_the_graph_is_traced_once_and_follows_frozen_layers():
+    model = batch_norm_net()
+    norm = model.get_layer("bn")
+    values = np.random.default_rng(1).normal(2.0, 3.0, size=(6, 2)).astype(np.float32)
+    precise_batch_norm(model, values, batch_size=4)
+    forward = _statistics_pass(model, values.shape[1:], (True,))
+    precise_batch_norm(model, values + 1.0, batch_size=4)
+    assert _statistics_pass(model, values.shape[1:], (True,)) is forward
+    assert forward.experimental_get_tracing_count() == 1
+    np.testing.assert_allclose(norm.moving_mean.numpy(), (values + 1.0).mean(axis=0), rtol=1e-5)
+    norm.trainable = False  # as warm-up freezes a backbone: the pass must not update it
+    precise_batch_norm(model, values + 5.0, batch_size=4)
+    np.testing.assert_allclose(norm.moving_mean.numpy(), (values + 1.0).mean(axis=0), rtol=1e-5)
+    norm.trainable = True
+    precise_batch_norm(model, values + 5.0, batch_size=4)
+    np.testing.assert_allclose(norm.moving_mean.numpy(), (values + 5.0).mean(axis=0), rtol=1e-5)
 
 
 def test_too_few_training_images_keep_the_running_averages():
