@@ -98,7 +98,7 @@ BACKBONES: dict[str, BackboneInfo] = _registry(
         "standardize",
         128,
         leaderboard=False,
-        relative_step_cost=0.07,
+        relative_step_cost=0.14,
     ),
 )
 BACKBONE_NAMES: tuple[str, ...] = tuple(BACKBONES)
