@@ -31,15 +31,11 @@ def save_model(model: keras.Model, path: str | os.PathLike[str]) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _layers_of(layer: keras.layers.Layer, kind: type):
-    if isinstance(layer, kind):
+def _batch_norms(layer: keras.layers.Layer):
+    if isinstance(layer, keras.layers.BatchNormalization):
         yield layer
     for inner in getattr(layer, "layers", []):
-        yield from _layers_of(inner, kind)
-
-
-def _batch_norms(layer: keras.layers.Layer):
-    return _layers_of(layer, keras.layers.BatchNormalization)
+        yield from _batch_norms(inner)
 
 
 BATCH_NORM_BATCH = 64
@@ -59,8 +55,7 @@ _STATISTICS_PASSES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def _statistics_pass(model: keras.Model, image_shape: tuple[int, ...], trainable: tuple[bool, ...]):
     """The model's training-mode forward pass as a graph, traced once per model, image shape and set of
     trainable batch-norms (warm-up freezes the backbone's, fine-tuning frees them; a graph keeps what it was
-    traced with, as it keeps each momentum and dropout rate at 0): one pass per validation would otherwise
-    retrace each epoch."""
+    traced with, as it keeps each momentum at 0): one pass per validation would otherwise retrace each epoch."""
     passes = _STATISTICS_PASSES.setdefault(model, {})
     key = (image_shape, trainable)
     if key not in passes:
@@ -78,25 +73,19 @@ def precise_batch_norm(model: keras.Model, images: np.ndarray, batch_size: int =
     validation AUC swung between 0.5 and 0.98 from one epoch to the next (Wu & Johnson 2021, "Rethinking
     'Batch' in BatchNorm", call the fix PreciseBN). The variance is the population one (the law of total
     variance: within-batch variance plus the variance of the batch means), not the mean of the batches'
-    variances, which leaves out how batches differ. Dropout is off during the pass, as in inference: with
-    EfficientNet's drop-connect on, two re-estimations of the same from-scratch EfficientNetB5 at 64 px gave
-    logits up to 12 apart. Frozen batch-norms (a pretrained backbone is called in inference mode) are left
-    alone: they do not update in these calls.
+    variances, which leaves out how batches differ. Frozen batch-norms (a pretrained backbone is called in
+    inference mode) are left alone: they do not update in these calls.
     """
     layers = list(_batch_norms(model))
     if not layers or len(images) == 0:
         return
     momenta = [layer.momentum for layer in layers]
-    dropouts = list(_layers_of(model, keras.layers.Dropout))
-    rates = [layer.rate for layer in dropouts]
     counts: list[int] = []
     means: list[list[np.ndarray]] = [[] for _ in layers]
     variances: list[list[np.ndarray]] = [[] for _ in layers]
     try:
         for layer in layers:
             layer.momentum = 0.0  # each call leaves exactly its batch's statistics in the moving ones
-        for layer in dropouts:
-            layer.rate = 0.0  # the inputs inference will see: no dropout (EfficientNet's drop-connect)
         forward = _statistics_pass(model, images.shape[1:], tuple(layer.trainable for layer in layers))
         for start in range(0, len(images), batch_size):
             batch = images[start : start + batch_size]
@@ -108,8 +97,6 @@ def precise_batch_norm(model: keras.Model, images: np.ndarray, batch_size: int =
     finally:
         for layer, momentum in zip(layers, momenta, strict=True):
             layer.momentum = momentum
-        for layer, rate in zip(dropouts, rates, strict=True):
-            layer.rate = rate
     share = np.asarray(counts, dtype=np.float64)[:, None] / sum(counts)
     for layer, batch_means, batch_variances in zip(layers, means, variances, strict=True):
         mean = (share * np.stack(batch_means)).sum(axis=0)

@@ -61,17 +61,6 @@ def test_the_pass_runs_as_a_graph_so_activations_are_freed_as_it_goes():
     assert spy.eager_calls and not any(spy.eager_calls)
 
 
-def test_dropout_is_off_during_the_pass_as_in_inference():
-    # With EfficientNet's drop-connect on, two re-estimations of the same weights gave logits up to 12 apart.
-    inputs = keras.Input((2,))
-    dropout = keras.layers.Dropout(0.5)
-    model = keras.Model(inputs, keras.layers.BatchNormalization(name="bn")(dropout(inputs)))
-    values = np.random.default_rng(2).normal(1.0, 2.0, size=(64, 2)).astype(np.float32)
-    precise_batch_norm(model, values, batch_size=16)
-    np.testing.assert_allclose(model.get_layer("bn").moving_variance.numpy(), values.var(axis=0), rtol=1e-5)
-    assert dropout.rate == 0.5
-
-
 def test_the_graph_is_traced_once_and_follows_frozen_layers():
     model = batch_norm_net()
     norm = model.get_layer("bn")
