@@ -84,7 +84,7 @@ BACKBONES: dict[str, BackboneInfo] = _registry(
         imagenet_file="efficientnetb5_notop.h5",
         imagenet_md5="38879255a25d3c92d5e44e04ae6cec6f",
         # A from-scratch EfficientNetB5 trained for a few steps (the leaderboard-path test) is numerically
-        # fragile: Keras alone moved its probabilities by up to 4.5e-4 between a batch of 16 and batches of 1,
+        # fragile: Keras alone moved such a model's probabilities by up to 4.5e-4 between a batch of 16 and of 1,
         # and its export measured 1e-6, 8.1e-5, 1.1e-4 and 1.06e-3 on four runs. A broken export is off by
         # orders more (a lost rescaling layer, statistics of 4 images: |Δ logit| 4.6e4).
         parity_tolerance=2e-3,
