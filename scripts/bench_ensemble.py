@@ -17,8 +17,8 @@ validation-AUC swing (std over the last ``--swing-epochs`` epochs of each fold's
     python scripts/bench_ensemble.py --runs RUN_A,RUN_B --test-data /tmp/bench/seed1/data   # score existing runs
     python scripts/bench_ensemble.py --swing RUN_A,RUN_B --swing-epochs 6                    # swing only
 
-Wrap it in ``flock /tmp/tbens-heavy.lock`` on a shared machine; one quickstart seed takes about 8 minutes
-on 2 CPU cores. Runs are kept under ``--out`` (resumable: finished folds are skipped).
+Wrap it in ``flock /tmp/tbens-heavy.lock`` on a shared machine; one quickstart seed (5 folds × 2 backbones)
+takes about 12 minutes on 2 CPU cores. Runs are kept under ``--out`` (resumable: finished folds are skipped).
 """
 
 from __future__ import annotations
