@@ -60,7 +60,8 @@ def _statistics_pass(model: keras.Model, image_shape: tuple[int, ...], trainable
     key = (image_shape, trainable)
     if key not in passes:
         spec = tf.TensorSpec((None, *image_shape), tf.float32)
-        passes[key] = tf.function(lambda batch: model(batch, training=True), input_signature=[spec])
+        owner = weakref.ref(model)  # the cached pass must not keep the model (its weak key) alive
+        passes[key] = tf.function(lambda batch: owner()(batch, training=True), input_signature=[spec])
     return passes[key]
 
 

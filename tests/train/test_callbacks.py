@@ -3,6 +3,9 @@ stable on images outside the sample (the EfficientNetB5 export-parity failure of
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import keras
 import numpy as np
 import pytest
@@ -11,7 +14,7 @@ import tensorflow as tf
 from tbensemble.data.phantoms import write_demo_dataset
 from tbensemble.train import trainer
 from tbensemble.train.backbones import build_model
-from tbensemble.train.callbacks import _statistics_pass, precise_batch_norm
+from tbensemble.train.callbacks import _STATISTICS_PASSES, _statistics_pass, precise_batch_norm
 from tbensemble.train.pipeline import load_images
 
 
@@ -77,6 +80,17 @@ def test_the_graph_is_traced_once_and_follows_frozen_layers():
     norm.trainable = True
     precise_batch_norm(model, values + 5.0, batch_size=4)
     np.testing.assert_allclose(norm.moving_mean.numpy(), (values + 5.0).mean(axis=0), rtol=1e-5)
+
+
+def test_the_cached_pass_does_not_keep_a_model_alive():
+    # train-folds trains one fold model after another in one process: each must be freed after its fold.
+    model = batch_norm_net()
+    precise_batch_norm(model, np.ones((4, 2), dtype=np.float32), batch_size=2)
+    assert model in _STATISTICS_PASSES
+    freed = weakref.ref(model)
+    del model
+    gc.collect()
+    assert freed() is None
 
 
 def test_too_few_training_images_keep_the_running_averages():
