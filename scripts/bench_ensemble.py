@@ -10,7 +10,9 @@ Per seed: a phantom training set and a test set of the same generator (``--diffi
   were chosen).
 It prints test AUC with 95% intervals, the ensemble's paired gain over its best member and over the
 seed's way (stratified bootstrap on the test images), training time, OOF AUC against test AUC, and the
-validation-AUC swing (std over the last ``--swing-epochs`` epochs of each fold's history.csv).
+validation-AUC swing (std over the last ``--swing-epochs`` epochs of each fold's history.csv). With several
+seeds it ends with each figure's mean over seeds, and for the gains a t-interval of that mean: each seed has its
+own data and training, so that interval holds training noise, which one seed's bootstrap leaves out.
 
     python scripts/bench_ensemble.py --config configs/quickstart.yaml --seeds 1,2 --out /tmp/bench
     python scripts/bench_ensemble.py --config configs/quickstart.yaml --seeds 1 --difficulty 0.6 --out /tmp/hard
@@ -33,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from tbensemble.core.bootstrap import auc_samples, bootstrap_indices, percentile_interval
 from tbensemble.core.config import TrainConfig, load_config
@@ -115,16 +118,17 @@ def _swing_line(swings: dict[str, dict[str, float]]) -> str:
     )
 
 
-def compare(labels: np.ndarray, columns: dict[str, np.ndarray], pairs: list[tuple[str, str]], n_boot: int) -> dict:
+def compare(labels: np.ndarray, columns: dict[str, np.ndarray], pairs: dict[str, tuple[str, str]], n_boot: int) -> dict:
+    """Each column's AUC with its interval, and each labelled pair's paired gain (new - old) with its interval."""
     indices = bootstrap_indices(labels, n_boot, seed=0)
     samples = {name: auc_samples(labels, s, indices) for name, s in columns.items()}
     result: dict[str, Any] = {}
     for name, s in columns.items():
         low, high = percentile_interval(samples[name])
         result[name] = {"auc": auc(labels, s, name), "ci": [low, high]}
-    for new, old in pairs:
+    for label, (new, old) in pairs.items():
         low, high = percentile_interval(samples[new] - samples[old])
-        result[f"{new} - {old}"] = {"delta": result[new]["auc"] - result[old]["auc"], "ci": [low, high]}
+        result[label] = {"delta": result[new]["auc"] - result[old]["auc"], "ci": [low, high]}
     return result
 
 
@@ -159,7 +163,8 @@ def bench_seed(args: argparse.Namespace, base: TrainConfig, seed: int) -> dict[s
         columns[backbone] = ensemble_of({backbone: scores[backbone]}, {backbone: 1.0})
     member_auc = {b: auc(labels, columns[b]) for b in base.backbones}
     best = max(member_auc, key=member_auc.__getitem__)
-    result = compare(labels, columns, [("ensemble", best), ("ensemble", "seed's way")], args.bootstrap)
+    pairs = {"ensemble - best member": ("ensemble", best), "ensemble - seed's way": ("ensemble", "seed's way")}
+    result = compare(labels, columns, pairs, args.bootstrap)
     metrics = json.loads((root / "ensemble" / "metrics.json").read_text())
     return {
         "seed": seed,
@@ -208,7 +213,7 @@ def score_runs(args: argparse.Namespace) -> list[dict[str, Any]]:
         out.append(
             {
                 "run": str(run),
-                "test": compare(labels, columns, [], args.bootstrap),
+                "test": compare(labels, columns, {}, args.bootstrap),
                 "oof_auc": {b: metrics["backbones"][b]["oof_auc"] for b in config.backbones}
                 | {"ensemble": metrics["ensemble"]["oof_auc"]},
                 "swing": swing(run, list(config.backbones), args.swing_epochs),
@@ -229,6 +234,7 @@ def print_seed(result: dict[str, Any]) -> None:
     for name, entry in result["test"].items():
         oof = result["oof_auc"].get(name)
         extra = f"   OOF {oof:.4f}" if oof is not None else ""
+        extra += f"   ({result['best_member']})" if name == "ensemble - best member" else ""
         print(f"  {name:28s} {_fmt(entry)}{extra}")
     seconds = result["train_seconds"]
     seed_way = seconds["seed's way"]
@@ -243,6 +249,30 @@ def print_seed(result: dict[str, Any]) -> None:
                 f"    {method:8s} {r['auc']:.4f} [{low:.4f}, {high:.4f}]   "
                 f"{r['vs_best']:+.4f} [{gain_low:+.4f}, {gain_high:+.4f}]"
             )
+
+
+def over_seeds(results: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Each figure's mean and sd over seeds; for the paired gains also a 95% t-interval of the mean and the
+    count of seeds where the ensemble is at least as good. Each seed has its own data and its own training, so
+    this interval holds training noise as well as test sampling, which the per-seed bootstrap leaves out."""
+    out = {}
+    for name in results[0]["test"]:
+        values = np.array([r["test"][name].get("auc", r["test"][name].get("delta")) for r in results])
+        entry = {"mean": float(values.mean()), "sd": float(values.std(ddof=1)), "n": int(values.size)}
+        if "delta" in results[0]["test"][name]:
+            half = stats.t.ppf(0.975, values.size - 1) * entry["sd"] / np.sqrt(values.size)
+            entry |= {"ci": [entry["mean"] - half, entry["mean"] + half], "at_least_as_good": int((values >= 0).sum())}
+        out[name] = entry
+    return out
+
+
+def print_over_seeds(results: list[dict[str, Any]]) -> None:
+    print(f"\nover {len(results)} seeds: mean ± sd of test AUC; for gains, the t-interval of the mean over seeds")
+    for name, e in over_seeds(results).items():
+        line = f"  {name:28s} {e['mean']:{'+' if 'ci' in e else ''}.4f} ± {e['sd']:.4f}"
+        if "ci" in e:
+            line += f"   [{e['ci'][0]:+.4f}, {e['ci'][1]:+.4f}]   ensemble ≥ it on {e['at_least_as_good']} of {e['n']}"
+        print(line)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -285,10 +315,7 @@ def main(argv: list[str] | None = None) -> int:
             results.append(bench_seed(args, base, seed))
             print_seed(results[-1])
         if len(results) > 1:
-            print("\nover seeds (mean ± sd of test AUC):")
-            for name in results[0]["test"]:
-                values = [r["test"][name].get("auc", r["test"][name].get("delta")) for r in results]
-                print(f"  {name:28s} {np.mean(values):+.4f} ± {np.std(values, ddof=1):.4f}")
+            print_over_seeds(results)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     return 0
