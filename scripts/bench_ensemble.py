@@ -2,7 +2,8 @@
 fresh phantoms, over several seeds so the run-to-run spread shows beside the gain.
 
 Per seed: a phantom training set and a test set of the same generator (``--difficulty``), then
-- the seed's way: one model of the config's first backbone, one 80/20 split (fold 0 of 5), no TTA;
+- the seed's way: one model (``--seed-backbone``, the first release's tinycnn by default, in or out of the
+  ensemble), one 80/20 split (fold 0 of 5), no TTA;
 - the configured ensemble: every backbone x every fold (``tbens train-folds``), TTA, each fold model's test
   scores ranked within the test batch, averaged with the weights train-folds chose (what ``tbens predict``
   does; export's parity check keeps Keras and ONNX Runtime within 1e-4, so Keras scores stand in here);
@@ -143,18 +144,19 @@ def bench_seed(args: argparse.Namespace, base: TrainConfig, seed: int) -> dict[s
     scores = test_scores(root / "ensemble", ensemble_config, data, list(base.tta), folds)
     weights = run_weights(root / "ensemble", list(base.backbones))
 
-    single = base.backbones[0]
+    single = args.seed_backbone
+    seed_run = root / f"seed-way-{single}"
     seed_config = dataclasses.replace(
         base,
         data=str(data),
-        out=str(root / "seed-way"),
+        out=str(seed_run),
         backbones=[single],
         folds=5,
         tta=["identity"],
         seed=base.seed + seed,
     )
     seed_seconds = train(seed_config, folds=[0])
-    seed_scores = test_scores(root / "seed-way", seed_config, data, ["identity"], [0])[single][0]
+    seed_scores = test_scores(seed_run, seed_config, data, ["identity"], [0])[single][0]
 
     columns = {"ensemble": ensemble_of(scores, weights), "seed's way": seed_scores}
     if len(set(weights.values())) > 1:
@@ -168,6 +170,7 @@ def bench_seed(args: argparse.Namespace, base: TrainConfig, seed: int) -> dict[s
     metrics = json.loads((root / "ensemble" / "metrics.json").read_text())
     return {
         "seed": seed,
+        "seed_backbone": single,
         "n_test": int(labels.size),
         "n_test_tb": int(labels.sum()),
         "test": result,
@@ -230,6 +233,7 @@ def _fmt(entry: dict) -> str:
 
 def print_seed(result: dict[str, Any]) -> None:
     print(f"\nseed {result['seed']}: {result['n_test']} test phantoms ({result['n_test_tb']} TB)")
+    print(f"  seed's way: one {result['seed_backbone']}, one 80/20 split, no TTA")
     print(f"  weighting: {result['weighting']} {json.dumps({k: round(v, 3) for k, v in result['weights'].items()})}")
     for name, entry in result["test"].items():
         oof = result["oof_auc"].get(name)
@@ -278,6 +282,11 @@ def print_over_seeds(results: list[dict[str, Any]]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/quickstart.yaml")
+    parser.add_argument(
+        "--seed-backbone",
+        default="tinycnn",
+        help="The seed's way's one model: the first release's tinycnn (issue 11), or e.g. the ensemble's best member.",
+    )
     parser.add_argument("--seeds", default="1,2", help="Comma-separated data seeds.")
     parser.add_argument("--n-train", type=int, default=600)
     parser.add_argument("--n-test", type=int, default=1000)
