@@ -94,7 +94,7 @@ BACKBONES: dict[str, BackboneInfo] = _registry(
         "tinycnn", "tbensemble.train.backbones.tiny_cnn", "standardize", 128, leaderboard=False, relative_step_cost=0.08
     ),
     BackboneInfo(
-        "tinyvgg", "tbensemble.train.backbones.tiny_vgg", "standardize", 128, leaderboard=False, relative_step_cost=0.14
+        "tinyvgg", "tbensemble.train.backbones.tiny_vgg", "standardize", 128, leaderboard=False, relative_step_cost=0.11
     ),
     BackboneInfo(
         "tinyresnet",
