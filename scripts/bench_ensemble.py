@@ -9,8 +9,9 @@ Per seed: a phantom training set and a test set of the same generator (``--diffi
   does; export's parity check keeps Keras and ONNX Runtime within 1e-4, so Keras scores stand in here);
 - each member alone: its folds' ranks averaged, TTA (and the equal-weight ensemble when other weights
   were chosen).
-It prints test AUC with 95% intervals, the ensemble's paired gain over its best member and over the
-seed's way (stratified bootstrap on the test images), training time, OOF AUC against test AUC, and the
+It prints test AUC with 95% intervals, the ensemble's paired gain over its best member (chosen on the test
+set, which favours the member), over the member with the best OOF AUC (the one a user could have shipped
+alone) and over the seed's way (stratified bootstrap on the test images), training time, OOF AUC against test AUC, and the
 validation-AUC swing (std over the last ``--swing-epochs`` epochs of each fold's history.csv). With several
 seeds it ends with each figure's mean over seeds, and for the gains a t-interval of that mean: each seed has its
 own data and training, so that interval holds training noise, which one seed's bootstrap leaves out.
@@ -165,9 +166,14 @@ def bench_seed(args: argparse.Namespace, base: TrainConfig, seed: int) -> dict[s
         columns[backbone] = ensemble_of({backbone: scores[backbone]}, {backbone: 1.0})
     member_auc = {b: auc(labels, columns[b]) for b in base.backbones}
     best = max(member_auc, key=member_auc.__getitem__)
-    pairs = {"ensemble - best member": ("ensemble", best), "ensemble - seed's way": ("ensemble", "seed's way")}
-    result = compare(labels, columns, pairs, args.bootstrap)
     metrics = json.loads((root / "ensemble" / "metrics.json").read_text())
+    oof_best = max(base.backbones, key=lambda b: metrics["backbones"][b]["oof_auc"])
+    pairs = {
+        "ensemble - best member": ("ensemble", best),
+        "ensemble - OOF-best member": ("ensemble", oof_best),
+        "ensemble - seed's way": ("ensemble", "seed's way"),
+    }
+    result = compare(labels, columns, pairs, args.bootstrap)
     return {
         "seed": seed,
         "seed_backbone": single,
@@ -175,6 +181,7 @@ def bench_seed(args: argparse.Namespace, base: TrainConfig, seed: int) -> dict[s
         "n_test_tb": int(labels.sum()),
         "test": result,
         "best_member": best,
+        "oof_best_member": oof_best,
         "weighting": metrics["ensemble"]["weighting"],
         "weights": weights,
         "oof_auc": {b: metrics["backbones"][b]["oof_auc"] for b in base.backbones}
@@ -238,7 +245,8 @@ def print_seed(result: dict[str, Any]) -> None:
     for name, entry in result["test"].items():
         oof = result["oof_auc"].get(name)
         extra = f"   OOF {oof:.4f}" if oof is not None else ""
-        extra += f"   ({result['best_member']})" if name == "ensemble - best member" else ""
+        member = {"ensemble - best member": "best_member", "ensemble - OOF-best member": "oof_best_member"}.get(name)
+        extra += f"   ({result[member]})" if member else ""
         print(f"  {name:28s} {_fmt(entry)}{extra}")
     seconds = result["train_seconds"]
     seed_way = seconds["seed's way"]
