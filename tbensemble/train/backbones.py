@@ -278,8 +278,8 @@ _BN_MOMENTUM = 0.9
 small CPU run takes, so validation (inference mode) would lag training by epochs."""
 
 
-def _conv_bn_relu(x, filters: int, strides: int = 1, name: str = ""):
-    x = keras.layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(x)
+def _conv_bn_relu(x, filters: int, name: str = ""):
+    x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv")(x)
     x = keras.layers.BatchNormalization(momentum=_BN_MOMENTUM, name=f"{name}_bn")(x)
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 
@@ -352,7 +352,7 @@ def tiny_resnet(
     Max pooling keeps a small bright lesion wherever it falls; a strided conv sees one position in four. On
     ``scripts/bench_ensemble.py``'s seeds 1, 2, 3 (5 folds, 1,000 test phantoms each) the earlier strided
     version scored 0.9882 / 0.9620 / 0.9844, tinycnn 0.9932 / 0.9728 / 0.9893, and this one 0.9913 / 0.9822 /
-    0.9916: a second member of tinycnn's strength, which the ensemble needs to gain from it."""
+    0.9916. The quickstart pairs it with tinyvgg, which is of its strength; tinycnn is not (issue 11)."""
     _small_net_arguments(include_top, weights)
     inputs = keras.Input(input_shape)
     x = _conv_bn_relu(inputs, 16, name="stem")
