@@ -1,7 +1,6 @@
 """scripts/brief_big_backbones.py: the oof.csv it writes for fold 0 (train-folds writes one only when every
 fold is done) and the config it trains with; the training itself is measured, not tested (minutes a model)."""
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -10,16 +9,12 @@ import pytest
 
 from tbensemble.core.config import load_config
 from tbensemble.core.metrics import oof_ensemble
-
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "brief_big_backbones.py"
+from tests.script_module import load_script
 
 
 @pytest.fixture(scope="module")
 def brief():
-    spec = importlib.util.spec_from_file_location("brief_big_backbones", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("brief_big_backbones")
 
 
 def fold_run(root: Path, done: list[str]) -> Path:

@@ -7,7 +7,6 @@ import concurrent.futures
 import hashlib
 import io
 import json
-import sys
 
 import httpx
 import numpy as np
@@ -179,16 +178,11 @@ def test_audit_lines_are_json_without_pixels(server):
         assert len(line) < 400
 
 
-def test_load_test_script_against_the_server(server, tmp_path, images, capsys, monkeypatch):
+def test_load_test_script_against_the_server(server, tmp_path, images, capsys):
     """scripts/load_test.py: 2 clients for a second, every 200 found in the audit log, exit 0."""
-    import importlib.util
-    from pathlib import Path
+    from tests.script_module import load_script
 
-    script = Path(__file__).resolve().parents[2] / "scripts" / "load_test.py"
-    spec = importlib.util.spec_from_file_location("load_test", script)
-    load_test = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "load_test", load_test)  # dataclasses look their module up there
-    spec.loader.exec_module(load_test)
+    load_test = load_script("load_test")
     folder = tmp_path / "posted"
     folder.mkdir()
     for name, body in images.items():
